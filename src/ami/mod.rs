@@ -1,0 +1,1 @@
+//! AMI (Asterisk Manager Interface) client: codec, session and typed actions.

@@ -1,0 +1,9 @@
+//! asterisk-operator: a Kubernetes-style reconciling controller for fleets of Asterisk PBX servers.
+//!
+//! Pure cores (`topology`, `render`, `ami::codec`) take values and return values; I/O lives in
+//! the thin shells around them (`ami` sessions, the CLI in `main.rs`).
+
+pub mod ami;
+pub mod crd;
+pub mod render;
+pub mod topology;

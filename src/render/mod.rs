@@ -1,0 +1,1 @@
+//! Topology -> per-node Bundle (pure).

@@ -1,0 +1,1 @@
+//! Resources -> validated Topology (pure).
