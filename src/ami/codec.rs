@@ -412,7 +412,8 @@ impl Decoder {
                     self.state = State::Discard { mid_line: rest_len > 0 };
                     return None;
                 }
-                if rest_len > self.limits.max_line {
+                // +1: the CR of a line of exactly `max_line` bytes may arrive before its LF.
+                if rest_len > self.limits.max_line + 1 {
                     return self.fail(DecodeError::LineTooLong { limit: self.limits.max_line }, true);
                 }
                 return None;
