@@ -406,10 +406,15 @@ impl Decoder {
         loop {
             let rest_len = self.input.len() - self.pos;
             let Some(nl) = memchr::memchr(b'\n', &self.input[self.pos..]) else {
-                if let State::Discard { .. } = self.state {
+                if let State::Discard { mid_line } = self.state {
+                    // A lone CR at a line start may be the blank line that ends the discard: keep it.
+                    if !mid_line && &self.input[self.pos..] == b"\r" {
+                        return None;
+                    }
+                    // Drop the partial line now; remember we are inside it.
                     self.input.clear();
                     self.pos = 0;
-                    self.state = State::Discard { mid_line: rest_len > 0 };
+                    self.state = State::Discard { mid_line: mid_line || rest_len > 0 };
                     return None;
                 }
                 // +1: the CR of a line of exactly `max_line` bytes may arrive before its LF.
