@@ -135,6 +135,7 @@ root_apt_install() {
   log "apt-get install (sid root): $*"
   in_root apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "$@" >/dev/null \
     || die "apt-get install $* in the sid root failed"
+  in_root apt-get clean    # the downloaded .debs (~0.5 GB) are not needed again
 }
 
 # ---- steps ---------------------------------------------------------------------------------
@@ -200,8 +201,8 @@ do_hostpkg() {
   if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
-  pkill_pid=$(pgrep -x prometheus || true)
-  [[ -z "$pkill_pid" ]] || log "note: a prometheus process is running (pid $pkill_pid), left alone"
+  local running; running=$(pgrep -x prometheus || true)
+  [[ -z "$running" ]] || log "note: a prometheus process is running (pid $running), left alone"
   command -v promtool >/dev/null || die "promtool missing after installing prometheus"
   command -v baresip >/dev/null || die "baresip missing after installing baresip-core"
 }
