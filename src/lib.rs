@@ -5,5 +5,8 @@
 
 pub mod ami;
 pub mod crd;
+pub mod manifest;
+pub mod offline;
 pub mod render;
+pub mod secret;
 pub mod topology;

@@ -1,5 +1,82 @@
-fn main() {
-    for (_, crd) in asterisk_operator::crd::all() {
-        println!("---\n{}", serde_saphyr::to_string(&crd).unwrap());
+//! `asterisk-operator`: the command line. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use asterisk_operator::{crd, offline};
+
+/// Kubernetes-style reconciling controller for fleets of Asterisk PBX servers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions generated from the Rust types (or write one file per kind).
+    Crds {
+        /// Write `<dir>/<kind>.yaml` files instead of printing one multi-document YAML.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Render manifests (what you would `kubectl apply`) into one folder of config files per node.
+    Render {
+        /// Manifest file or folder of `.yaml` files; repeatable. None: the embedded example fleet.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Output folder: `<out>/<node>/…`, plus `secrets.yaml` with generated secrets.
+        #[arg(short, long, default_value = "out")]
+        out: PathBuf,
+        /// Write nothing when any resource is invalid.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { dir } => {
+            let crds = crd::all();
+            match dir {
+                None => {
+                    for (_, crd) in crds {
+                        print!("---\n{}", serde_saphyr::to_string(&crd)?);
+                    }
+                }
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                    for (name, crd) in crds {
+                        let path = dir.join(format!("{name}.yaml"));
+                        std::fs::write(&path, crd::to_yaml(&crd)?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        println!("wrote {}", path.display());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render { files, out, strict } => {
+            let report = offline::render_manifests(&files, &out, strict)?;
+            print!("{}", report.summary());
+            let errors: Vec<_> = report.errors().collect();
+            if errors.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "{} invalid resources{}:",
+                errors.len(),
+                if strict { " (--strict: nothing written)" } else { " (left out; the rest was written)" }
+            );
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
     }
 }

@@ -1,0 +1,207 @@
+//! The `render` command: manifests in, one folder of config files per node out. The same
+//! resolve and render code the controller runs, with secrets generated locally.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{self, ManifestError, Manifests};
+use crate::render::{self, Bundle, BundleError};
+use crate::secret::SecretValue;
+use crate::topology::{self, Resolution, ValidationError};
+
+/// The example fleet compiled into the binary: what `render` uses when given no manifests.
+pub const EMBEDDED_EXAMPLE: (&str, &str) =
+    ("<embedded examples/two-offices.yaml>", include_str!("../examples/two-offices.yaml"));
+
+/// Name of the file that keeps generated secrets between runs, inside the output folder.
+pub const SECRETS_FILE: &str = "secrets.yaml";
+
+/// Rendering manifests to folders failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The manifests could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A bundle could not be written.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The secrets file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Nothing to render.
+    #[error("the manifests hold no AsteriskNode, Trunk, Phone or BlfSubscription")]
+    Empty,
+}
+
+/// What one `render` run did, per namespace.
+#[derive(Debug, Default)]
+pub struct RenderReport {
+    /// Namespace → resolution and rendered bundles.
+    pub fleets: BTreeMap<String, FleetReport>,
+    /// Documents of other kinds that were skipped.
+    pub ignored: Vec<String>,
+    /// `namespace/secret/key` of every secret generated in this run.
+    pub generated_secrets: Vec<String>,
+}
+
+/// One namespace's result.
+#[derive(Debug)]
+pub struct FleetReport {
+    /// The resolved topology and its errors.
+    pub resolution: Resolution,
+    /// Bundles by node.
+    pub bundles: BTreeMap<String, Bundle>,
+    /// Where they were written.
+    pub dir: PathBuf,
+}
+
+impl RenderReport {
+    /// Every validation error of every namespace.
+    pub fn errors(&self) -> impl Iterator<Item = &ValidationError> {
+        self.fleets.values().flat_map(|f| f.resolution.errors.iter())
+    }
+
+    /// A summary for people: nodes, phones, trunks, routes, BLF mirrors and hashes.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (namespace, fleet) in &self.fleets {
+            let t = &fleet.resolution.topology;
+            let _ = writeln!(
+                out,
+                "namespace {namespace}: {} nodes, {} phones, {} trunks, {} routes, {} BLF mirrors -> {}",
+                t.nodes.len(),
+                t.phones.len(),
+                t.trunks.len(),
+                t.routes.values().map(Vec::len).sum::<usize>(),
+                t.mirrors.len(),
+                fleet.dir.display()
+            );
+            for (name, bundle) in &fleet.bundles {
+                let phones = t.phones.values().filter(|p| &p.node == name).count();
+                let trunks = t.trunks.values().filter(|tr| tr.touches(name)).count();
+                let routes: Vec<String> = t.routes[name]
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}->{}",
+                            r.patterns.join("|"),
+                            r.hops.iter().map(|h| h.trunk.as_str()).collect::<Vec<_>>().join(",")
+                        )
+                    })
+                    .collect();
+                let mirrors = t.mirrors.iter().filter(|m| &m.watcher == name).count();
+                let _ = writeln!(
+                    out,
+                    "  {name:<16} {phones:>5} phones {trunks:>3} trunks {mirrors:>4} mirrors  hash {}  routes: {}",
+                    bundle.short_hash(),
+                    if routes.is_empty() { "-".to_owned() } else { routes.join(" ") }
+                );
+            }
+        }
+        if !self.generated_secrets.is_empty() {
+            let _ = writeln!(
+                out,
+                "generated {} secrets (kept in {SECRETS_FILE}): {}",
+                self.generated_secrets.len(),
+                self.generated_secrets.join(", ")
+            );
+        }
+        if !self.ignored.is_empty() {
+            let _ = writeln!(
+                out,
+                "ignored {} documents of other kinds: {}",
+                self.ignored.len(),
+                self.ignored.join(", ")
+            );
+        }
+        out
+    }
+}
+
+/// Reads the manifests (or the embedded example when `inputs` is empty), generates missing
+/// secrets (kept in `<out>/secrets.yaml` and read back next time), resolves each namespace
+/// and writes `<out>/<node>/` (`<out>/<namespace>/<node>/` when there are several namespaces).
+/// With `strict`, nothing is written when any resource is invalid.
+pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<RenderReport, OfflineError> {
+    let mut manifests = Manifests::default();
+    let kept = out.join(SECRETS_FILE);
+    if kept.is_file() {
+        manifests.add_path(&kept)?;
+    }
+    if inputs.is_empty() {
+        manifests.add_yaml(EMBEDDED_EXAMPLE.0, EMBEDDED_EXAMPLE.1)?;
+    }
+    for input in inputs {
+        manifests.add_path(input)?;
+    }
+    let has_resources = |s: &topology::ResourceSet| {
+        !(s.nodes.is_empty() && s.trunks.is_empty() && s.phones.is_empty() && s.blf_subscriptions.is_empty())
+    };
+    manifests.namespaces.retain(|_, s| has_resources(s));
+    if manifests.namespaces.is_empty() {
+        return Err(OfflineError::Empty);
+    }
+
+    let mut report = RenderReport { ignored: manifests.ignored.clone(), ..RenderReport::default() };
+    let mut generated: BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>> = BTreeMap::new();
+    let several = manifests.namespaces.len() > 1;
+    for (namespace, set) in &mut manifests.namespaces {
+        for missing in topology::missing_secrets(set) {
+            let value = SecretValue::generate();
+            set.secrets.entry(missing.name.clone()).or_default().insert(missing.key.clone(), value.clone());
+            generated
+                .entry(namespace.clone())
+                .or_default()
+                .entry(missing.name.clone())
+                .or_default()
+                .insert(missing.key.clone(), value);
+            report.generated_secrets.push(format!("{namespace}/{}/{}", missing.name, missing.key));
+        }
+        let resolution = topology::resolve(set);
+        let bundles = render::render_all(&resolution.topology);
+        let dir = if several { out.join(namespace) } else { out.to_owned() };
+        report.fleets.insert(namespace.clone(), FleetReport { resolution, bundles, dir });
+    }
+
+    if strict && report.errors().next().is_some() {
+        return Ok(report);
+    }
+    for fleet in report.fleets.values() {
+        for (node, bundle) in &fleet.bundles {
+            bundle.write_to(&fleet.dir.join(node))?;
+        }
+    }
+    if !generated.is_empty() {
+        write_kept_secrets(&kept, &generated)?;
+    }
+    Ok(report)
+}
+
+/// Appends newly generated secrets to the kept-secrets file (created 0600).
+fn write_kept_secrets(
+    path: &Path,
+    generated: &BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>>,
+) -> Result<(), OfflineError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| OfflineError::Io { path: path.to_owned(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(io)?;
+    for (namespace, secrets) in generated {
+        file.write_all(manifest::secrets_yaml(namespace, secrets).as_bytes()).map_err(io)?;
+    }
+    Ok(())
+}

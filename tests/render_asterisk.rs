@@ -1,0 +1,205 @@
+//! The rendered bundles of both examples, loaded into real Asterisk 22 instances: every phone,
+//! trunk, route and hint is there, the log has no complaint about them, the IAX2 trunk comes up
+//! with the dynamic side registered, and calls really cross it — over IAX2, over the PJSIP
+//! fallback when IAX2 is gone, and through HQ between branches.
+//!
+//! Needs the test-bed: `bash testbed/setup.sh`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use asterisk_operator::render::{self, Bundle};
+use asterisk_operator::topology::{self, ResourceSet};
+use support::asterisk::{Asterisk, fresh_address};
+use support::fleet;
+
+/// Points every node of an example at its own loopback address: nodes with an address get it
+/// as their address, every node binds its SIP and IAX2 listeners there.
+fn on_loopback(mut set: ResourceSet) -> (ResourceSet, BTreeMap<String, Ipv4Addr>) {
+    let mut addrs = BTreeMap::new();
+    for node in &mut set.nodes {
+        let addr = fresh_address();
+        let spec = &mut node.spec;
+        if spec.address.is_some() {
+            spec.address = Some(addr.to_string());
+        }
+        spec.sip.bind = Some(addr.to_string());
+        spec.iax.bind = Some(addr.to_string());
+        // Test phones and trunks all live on 127/8.
+        if let Some(nat) = &mut spec.nat {
+            nat.local_nets = vec!["127.0.0.0/8".into()];
+        }
+        addrs.insert(node.metadata.name.clone().unwrap(), addr);
+    }
+    for trunk in &mut set.trunks {
+        if !trunk.spec.permit.is_empty() {
+            trunk.spec.permit = vec!["127.0.0.0/8".into()];
+        }
+    }
+    (set, addrs)
+}
+
+/// Renders an example for loopback and boots one Asterisk per node, in node order
+/// (nodes with fixed addresses sort first in both examples, so registrars are up first).
+fn boot_example(name: &str) -> (BTreeMap<String, Bundle>, BTreeMap<String, Asterisk>) {
+    let (set, addrs) = on_loopback(fleet::example(name));
+    let resolution = topology::resolve(&set);
+    assert_eq!(resolution.errors, vec![]);
+    let bundles = render::render_all(&resolution.topology);
+    let mut order: Vec<&String> = bundles.keys().collect();
+    order.sort_by_key(|n| {
+        set.nodes.iter().find(|x| x.metadata.name.as_deref() == Some(n)).unwrap().spec.address.is_none()
+    });
+    let mut nodes = BTreeMap::new();
+    for node in order {
+        let builder = Asterisk::builder(node).addr(addrs[node]).operator_main_files();
+        let builder = bundles[node]
+            .files
+            .iter()
+            .filter(|(f, _)| !f.starts_with("keys/"))
+            .fold(builder, |b, (f, c)| b.file(f, c.clone()));
+        nodes.insert(node.clone(), builder.start());
+    }
+    (bundles, nodes)
+}
+
+/// WARNING/ERROR lines that a rendered bundle could have caused. Tolerated: what the
+/// test-bed's package logs anyway (no music-on-hold sounds installed), and what Asterisk logs
+/// when the tests' calls ring phones that are not registered (no SIP phone runs here), or try
+/// IAX2 after the test unloaded chan_iax2 to block that trunk.
+fn complaints(asterisk: &Asterisk) -> Vec<String> {
+    const EXPECTED: [&str; 4] = [
+        "res_musiconhold",
+        "Could not create dialog to invalid URI",
+        "Failed to create outgoing session to endpoint",
+        "No channel type registered for 'IAX2'",
+    ];
+    asterisk
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARNING[") || l.contains("ERROR["))
+        .filter(|l| !EXPECTED.iter().any(|e| l.contains(e)))
+        .map(str::to_owned)
+        .collect()
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn two_offices_runs_on_real_asterisk_and_calls_cross_both_trunks() {
+    let (bundles, nodes) = boot_example("two-offices");
+    let (a, b) = (&nodes["office-a"], &nodes["office-b"]);
+
+    // Every phone and trunk endpoint is loaded.
+    let endpoints_a = a.rx("pjsip show endpoints");
+    for name in ["3001", "3002", "a-b-sip"] {
+        assert!(
+            endpoints_a.contains(&format!(" {name} ")) || endpoints_a.contains(&format!(" {name}/")),
+            "office-a lacks endpoint {name}:\n{endpoints_a}"
+        );
+    }
+    let endpoints_b = b.rx("pjsip show endpoints");
+    for name in ["4001", "4002", "a-b-sip"] {
+        assert!(
+            endpoints_b.contains(&format!(" {name} ")) || endpoints_b.contains(&format!(" {name}/")),
+            "office-b lacks endpoint {name}:\n{endpoints_b}"
+        );
+    }
+    // The dialplan has the routes, the phones' hints and the mirrored hints.
+    let routes_a = a.rx("dialplan show operator-routes");
+    assert!(routes_a.contains("'_4XXX'"), "{routes_a}");
+    assert!(b.rx("dialplan show operator-routes").contains("'_3XXX'"));
+    let hints_a = a.rx("core show hints");
+    assert!(hints_a.contains("3001@operator-local") && hints_a.contains("PJSIP/3001"), "{hints_a}");
+    assert!(
+        hints_a.contains("4001@operator-routes") && hints_a.contains("Custom:office-b-4001"),
+        "{hints_a}"
+    );
+    // The custom device naming works: setting it moves the mirrored hint.
+    a.rx("devstate change Custom:office-b-4001 INUSE");
+    a.wait_for("core show hint 4001", WAIT, |o| o.contains("InUse"));
+    a.rx("devstate change Custom:office-b-4001 NOT_INUSE");
+    a.wait_for("core show hint 4001", WAIT, |o| o.contains("Idle"));
+
+    // The IAX2 trunk comes up: office-b (dynamic) registers, office-a sees the peer reachable.
+    b.wait_for("iax2 show registry", WAIT, |o| o.contains("Registered"));
+    a.wait_for("iax2 show peers", WAIT, |o| o.lines().any(|l| l.starts_with("a-b-iax") && l.contains("OK")));
+    assert!(b.rx("iax2 show peers").lines().any(|l| l.starts_with("a-b-iax")));
+    // The PJSIP fallback trunk registers too.
+    b.wait_for("pjsip show registrations", WAIT, |o| {
+        o.contains("a-b-sip-registration") && o.contains("Registered")
+    });
+
+    // A call from office A's phones to 4001 crosses the IAX2 trunk into office B's dialplan.
+    a.rx("channel originate Local/4001@operator-phones application Wait 1");
+    b.wait_for_log("4001@operator-from-a-b-iax:1", WAIT);
+
+    // Block the IAX2 trunk (office B's IAX2 goes away, office A forgets its registration):
+    // the same call now goes over the PJSIP trunk.
+    b.rx("module unload chan_iax2.so");
+    a.rx("iax2 unregister a-b-iax");
+    let b_addr = b.addr.to_string();
+    a.wait_for("iax2 show peers", WAIT, |o| {
+        o.lines().any(|l| l.starts_with("a-b-iax") && !l.contains(&b_addr))
+    });
+    a.rx("channel originate Local/4002@operator-phones application Wait 1");
+    b.wait_for_log("4002@operator-from-a-b-sip:1", WAIT);
+    assert!(!b.log().contains("4002@operator-from-a-b-iax"), "the blocked IAX2 trunk carried no call");
+
+    // And the other direction over PJSIP: office B reaches office A's 3002.
+    b.rx("channel originate Local/3002@operator-phones application Wait 1");
+    a.wait_for_log("3002@operator-from-a-b-sip:1", WAIT);
+
+    for asterisk in nodes.values() {
+        assert_eq!(complaints(asterisk), Vec::<String>::new(), "{} logged complaints", asterisk.name);
+    }
+    // Dial strings carry names only, never credentials.
+    for bundle in bundles.values() {
+        for line in bundle.files[render::EXTENSIONS_FILE].lines().filter(|l| l.contains("Dial(")) {
+            assert!(!line.contains(':') || line.contains("$["), "credential-looking dial string: {line}");
+        }
+    }
+}
+
+#[test]
+fn three_sites_route_branch_to_branch_through_hq() {
+    let (_bundles, nodes) = boot_example("three-sites");
+    let (hq, north, south) = (&nodes["hq"], &nodes["branch-north"], &nodes["branch-south"]);
+    for (node, endpoints) in
+        [(hq, &["2000"][..]), (north, &["5001"][..]), (south, &["6001", "7001", "hq-south-sip"][..])]
+    {
+        let out = node.rx("pjsip show endpoints");
+        for e in endpoints {
+            assert!(
+                out.contains(&format!(" {e} ")) || out.contains(&format!(" {e}/")),
+                "{} lacks {e}:\n{out}",
+                node.name
+            );
+        }
+    }
+    let peers = hq.rx("iax2 show peers");
+    assert!(peers.contains("hq-north") && peers.contains("hq-south"), "{peers}");
+    south.wait_for("iax2 show registry", WAIT, |o| o.contains("Registered"));
+    north.wait_for("iax2 show peers", WAIT, |o| {
+        o.lines().any(|l| l.starts_with("hq-north") && l.contains("OK"))
+    });
+    hq.wait_for("iax2 show peers", WAIT, |o| {
+        o.lines().any(|l| l.starts_with("hq-south") && l.contains("OK"))
+    });
+    assert!(north.rx("core show hints").contains("Custom:branch-south-6001"));
+
+    // North has no trunk to south: its call to 6001 goes to HQ, which passes it on.
+    north.rx("channel originate Local/6001@operator-phones application Wait 1");
+    hq.wait_for_log("6001@operator-from-hq-north:1", WAIT);
+    south.wait_for_log("6001@operator-from-hq-south:1", WAIT);
+    // And back: south's 7-prefixed plan is reachable from north too.
+    south.rx("channel originate Local/5001@operator-phones application Wait 1");
+    north.wait_for_log("5001@operator-from-hq-north:1", WAIT);
+
+    for asterisk in nodes.values() {
+        assert_eq!(complaints(asterisk), Vec::<String>::new(), "{} logged complaints", asterisk.name);
+    }
+}
