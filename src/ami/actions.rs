@@ -277,7 +277,19 @@ impl TypedAction for ExtensionStateQuery {
     }
 }
 
+/// Some list actions answer an empty list with `Response: Error` (Asterisk 22: PJSIPShowContacts
+/// says `No Contacts found`); those messages mean "no items", not failure.
+const EMPTY_LIST_ERRORS: &[&str] = &["No Contacts found", "No registrations found", "No endpoints found"];
+
 fn list(action: &str, reply: Reply) -> Result<Vec<Message>, AmiError> {
+    if reply.response.is_error()
+        && reply
+            .response
+            .message()
+            .is_some_and(|m| EMPTY_LIST_ERRORS.iter().any(|e| m.eq_ignore_ascii_case(e)))
+    {
+        return Ok(Vec::new());
+    }
     let r = check(action, reply)?;
     if !r.is_list() {
         return Err(AmiError::Protocol {
