@@ -260,7 +260,7 @@ fn failed_login_is_an_error_and_the_retry_unanswered() {
 fn ping_coresettings_corestatus() {
     let r = route(&find("01c-node1"));
     let pong = actions::Ping::parse(r.reply("ping-2")).unwrap();
-    assert_eq!(pong.timestamp, Some(1795425074.812070));
+    assert_eq!(pong.timestamp, Some(1_795_425_074.812_07));
     let cs = actions::CoreSettings::parse(r.reply("coresettings-3")).unwrap();
     assert_eq!(
         (cs.ami_version.as_str(), cs.asterisk_version.as_str(), cs.system_name.as_str()),
