@@ -453,7 +453,7 @@ impl Driver {
                     }
                     connected_before = true;
                     attempt = 0;
-                    backoff = self.cfg.backoff_initial;
+                    let connected_at = Instant::now();
                     tracing::info!(addr = %self.cfg.addr, banner = %conn.banner, "AMI connected");
                     self.state_tx.send_replace(ConnectionState::Connected { banner: conn.banner.clone() });
                     match self.serve(conn).await {
@@ -465,6 +465,11 @@ impl Driver {
                             return;
                         }
                         Exit::Lost(reason) => {
+                            // Start the backoff afresh only after a connection that stayed up a
+                            // while: a server that accepts and drops at once is not hammered.
+                            if connected_at.elapsed() >= Duration::from_secs(10) {
+                                backoff = self.cfg.backoff_initial;
+                            }
                             tracing::warn!(addr = %self.cfg.addr, %reason, "AMI connection lost");
                             self.state_tx
                                 .send_replace(ConnectionState::Disconnected { reason, auth_failed: false });
