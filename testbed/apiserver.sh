@@ -107,22 +107,26 @@ EOF
   chmod 600 "$DIR/kubeconfig.tmp"; mv "$DIR/kubeconfig.tmp" "$DIR/kubeconfig"
 }
 
-stop_pid() { # pidfile name
-  local f=$1 name=$2 pid i
-  [[ -f "$f" ]] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then log "$name (pid $pid) ignored SIGTERM for 10s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$f"
-}
-
 do_stop() {
-  stop_pid "$DIR/apiserver.pid" apiextensions-apiserver
-  stop_pid "$DIR/etcd.pid" etcd
+  # SIGTERM to both at once (each takes ~2 s to shut down cleanly), SIGKILL after 10 s
+  local f pid name i pids=()
+  for f in apiserver etcd; do
+    [[ -f "$DIR/$f.pid" ]] || continue
+    pid=$(cat "$DIR/$f.pid")
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; pids+=("$f:$pid"); fi
+  done
+  for i in $(seq 100); do
+    local any=0
+    for name in "${pids[@]}"; do kill -0 "${name#*:}" 2>/dev/null && any=1; done
+    [[ $any == 1 ]] || break
+    sleep 0.1
+  done
+  for name in "${pids[@]}"; do
+    pid=${name#*:}
+    if kill -0 "$pid" 2>/dev/null; then log "${name%%:*} (pid $pid) ignored SIGTERM for 10s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+    log "stopped ${name%%:*} (pid $pid)"
+  done
+  rm -f "$DIR/apiserver.pid" "$DIR/etcd.pid"
 }
 
 do_start() {

@@ -17,6 +17,8 @@ nodes=("$@"); [[ ${#nodes[@]} -gt 0 ]] || nodes=(21 22)
 RUN="/tmp/ao-tests/smoke-$$"     # inside the root
 fail=0; pids=()
 die() { echo "FAIL: $*" >&2; fail=1; }
+# never leave an instance behind, whatever happens
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done' EXIT
 
 render() { # n -> writes $ROOT$RUN/nN/etc/*.conf
   local n=$1 id="n$1" dir="$RUN/n$1" addr="127.0.0.$1"

@@ -74,10 +74,14 @@ flock -w 3600 9 || die "could not take $LOCK within an hour"
 done_p() { [[ -f "$MARKERS/$1" ]]; }
 mark()   { date -u +%FT%TZ > "$MARKERS/$1"; }
 
-# step NAME KEY FUNC: run FUNC unless marker NAME.KEY exists; time it
+# step NAME KEY FUNC CHECK: run FUNC unless marker NAME.KEY exists and CHECK (a cheap test that
+# the result is still there) passes; time it
 step() {
-  local name=$1 key=$2 fn=$3 s
-  if done_p "$name.$key"; then log "skip  $name ($key, cached)"; return 0; fi
+  local name=$1 key=$2 fn=$3 check=$4 s
+  if done_p "$name.$key"; then
+    if eval "$check"; then log "skip  $name ($key, cached)"; return 0; fi
+    log "marker for $name present but its result is gone ($check): redoing"
+  fi
   log "start $name ($key)"
   s=$(date +%s)
   rm -f "$MARKERS/$name".*        # an older key is now invalid
@@ -99,8 +103,8 @@ host_apt_install() {
     apt_updated=1
   fi
   log "apt-get install (host): ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed on the host"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$AO_CACHE/apt-host.log" 2>&1 \
+    || { tail -30 "$AO_CACHE/apt-host.log" >&2; die "apt-get install ${missing[*]} failed on the host (log: $AO_CACHE/apt-host.log)"; }
 }
 
 # bind-mount /proc and /dev into the root (idempotent)
@@ -128,13 +132,14 @@ in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HO
 root_apt_updated=0
 root_apt_install() {
   if [[ $root_apt_updated == 0 ]]; then
+    in_root dpkg --configure -a >/dev/null 2>&1 || true   # finish an interrupted earlier run
     log "apt-get update (sid root)"
     in_root apt-get -qq -o Acquire::Check-Valid-Until=false update || die "apt-get update in the sid root failed"
     root_apt_updated=1
   fi
   log "apt-get install (sid root): $*"
-  in_root apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "$@" >/dev/null \
-    || die "apt-get install $* in the sid root failed"
+  in_root apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "$@" >>"$AO_CACHE/apt-root.log" 2>&1 \
+    || { tail -30 "$AO_CACHE/apt-root.log" >&2; die "apt-get install $* in the sid root failed (log: $AO_CACHE/apt-root.log)"; }
   in_root apt-get clean    # the downloaded .debs (~0.5 GB) are not needed again
 }
 
@@ -196,7 +201,7 @@ do_apiserver() {
 }
 
 do_hostpkg() {
-  host_apt_install baresip-core prometheus
+  host_apt_install baresip-core prometheus curl openssl iproute2 unzip
   # the prometheus package enables and starts a server on :9090; tests start their own
   if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
@@ -222,22 +227,25 @@ do_helm() {
   "$BIN/helm" version --short >/dev/null || die "$BIN/helm does not run"
 }
 
-# ---- main ----------------------------------------------------------------------------------
-log "cache: $AO_CACHE  (mode: $([[ $want_go == 1 ]] && echo all || echo asterisk-only))"
-step root "$KEY_ROOT" do_root
-mount_root
-step asterisk "$KEY_ASTERISK" do_asterisk
-step hostpkg "$KEY_HOSTPKG" do_hostpkg
-step helm "$KEY_HELM" do_helm
-if [[ $want_go == 1 ]]; then
-  step go "$KEY_GO" do_go
-  step apiserver "$KEY_APISERVER" do_apiserver
-fi
+# ---- main (a function, so the whole script is parsed before anything runs) ------------------
+main() {
+  log "cache: $AO_CACHE  (mode: $([[ $want_go == 1 ]] && echo all || echo asterisk-only))"
+  step root "$KEY_ROOT" do_root '[[ -x $ROOT/usr/bin/apt-get ]]'
+  mount_root
+  step asterisk "$KEY_ASTERISK" do_asterisk '[[ -x $ROOT/usr/sbin/asterisk ]]'
+  step hostpkg "$KEY_HOSTPKG" do_hostpkg 'command -v baresip >/dev/null && command -v promtool >/dev/null'
+  step helm "$KEY_HELM" do_helm '[[ -x $BIN/helm && -x $BIN/kubectl ]]'
+  if [[ $want_go == 1 ]]; then
+    step go "$KEY_GO" do_go '[[ -x $ROOT/usr/bin/etcd && -d $ROOT/usr/share/gocode/src/k8s.io/apiextensions-apiserver ]]'
+    step apiserver "$KEY_APISERVER" do_apiserver '[[ -x $APISERVER_BIN ]]'
+  fi
 
-log "asterisk: $(in_root asterisk -V)"
-log "helm:     $("$BIN/helm" version --short 2>/dev/null)"
-log "promtool: $(promtool --version 2>&1 | head -1)"
-[[ $want_go == 1 ]] && log "apiserver: $APISERVER_BIN ($(du -h "$APISERVER_BIN" | cut -f1)); etcd: $(in_root etcd --version 2>/dev/null | head -1)"
-log "disk: $(du -sh --one-file-system "$AO_CACHE" 2>/dev/null | cut -f1) in $AO_CACHE"
-log "all done in $(( $(date +%s) - T0 ))s"
-print_paths
+  log "asterisk: $(in_root asterisk -V)"
+  log "helm:     $("$BIN/helm" version --short 2>/dev/null)"
+  log "promtool: $(promtool --version 2>&1 | head -1)"
+  [[ $want_go == 1 ]] && log "apiserver: $APISERVER_BIN ($(du -h "$APISERVER_BIN" | cut -f1)); etcd: $(in_root etcd --version 2>/dev/null | head -1)"
+  log "disk: $(du -sh --one-file-system "$AO_CACHE" 2>/dev/null | cut -f1) in $AO_CACHE"
+  log "all done in $(( $(date +%s) - T0 ))s"
+  print_paths
+}
+main

@@ -1,5 +1,9 @@
 //! `BlfSubscription`: which watchers see the busy lamps of which extensions, fleet-wide.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads repeated `type_ = "string"`
+// arguments as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,9 @@
 //! `AsteriskNode`: one Asterisk server of the fleet.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads repeated `type_ = "string"`
+// arguments as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::CustomResource;
 use schemars::JsonSchema;

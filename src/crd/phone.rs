@@ -1,5 +1,9 @@
 //! `Phone`: a SIP endpoint homed on one node.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads repeated `type_ = "string"`
+// arguments as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

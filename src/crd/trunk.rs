@@ -1,5 +1,9 @@
 //! `Trunk`: a link between two nodes, rendered on both ends from this one resource.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads repeated `type_ = "string"`
+// arguments as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

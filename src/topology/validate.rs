@@ -119,7 +119,7 @@ fn is_digits(s: &str) -> bool {
 
 fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String, Node> {
     let mut sorted: Vec<&AsteriskNode> = list.iter().collect();
-    sorted.sort_by_key(|n| age_key(&n.metadata));
+    sorted.sort_by_cached_key(|n| age_key(&n.metadata));
     let dups = duplicate_names(Kind::AsteriskNode, sorted.iter().map(|n| name_of(&n.metadata)), errors);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     for node in sorted {
@@ -302,7 +302,7 @@ fn resolve_trunks(
     errors: &mut Errors,
 ) -> BTreeMap<String, TrunkLink> {
     let mut sorted: Vec<&Trunk> = list.iter().collect();
-    sorted.sort_by_key(|t| age_key(&t.metadata));
+    sorted.sort_by_cached_key(|t| age_key(&t.metadata));
     let dups = duplicate_names(Kind::Trunk, sorted.iter().map(|t| name_of(&t.metadata)), errors);
     let mut trunks = BTreeMap::new();
     for trunk in sorted {
@@ -451,7 +451,7 @@ fn resolve_phones(
     errors: &mut Errors,
 ) -> BTreeMap<String, PhoneLine> {
     let mut sorted: Vec<&Phone> = list.iter().collect();
-    sorted.sort_by_key(|p| age_key(&p.metadata));
+    sorted.sort_by_cached_key(|p| age_key(&p.metadata));
     let dups = duplicate_names(Kind::Phone, sorted.iter().map(|p| name_of(&p.metadata)), errors);
     let mut phones = BTreeMap::new();
     let mut by_extension: BTreeMap<String, String> = BTreeMap::new();
@@ -578,7 +578,7 @@ fn resolve_blf(
     errors: &mut Errors,
 ) -> (BTreeSet<Mirror>, BTreeMap<String, Vec<BlfKey>>) {
     let mut sorted: Vec<&BlfSubscription> = list.iter().collect();
-    sorted.sort_by_key(|b| name_of(&b.metadata));
+    sorted.sort_by_cached_key(|b| name_of(&b.metadata));
     let dups = duplicate_names(Kind::BlfSubscription, sorted.iter().map(|b| name_of(&b.metadata)), errors);
     let by_extension: BTreeMap<&str, &PhoneLine> =
         phones.values().map(|p| (p.extension.as_str(), p)).collect();
