@@ -3,6 +3,7 @@
 //! Pure cores (`topology`, `render`, `ami::codec`) take values and return values; I/O lives in
 //! the thin shells around them (`ami` sessions, the CLI in `main.rs`).
 
+pub mod agent;
 pub mod ami;
 pub mod crd;
 pub mod manifest;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use asterisk_operator::agent::cli::{self as agent_cli, AgentArgs, PushArgs};
 use asterisk_operator::{crd, offline};
 
 /// Kubernetes-style reconciling controller for fleets of Asterisk PBX servers.
@@ -36,6 +37,10 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Run beside one Asterisk: apply bundles over gRPC, serve /healthz, /readyz and /metrics.
+    Agent(AgentArgs),
+    /// Send one rendered node folder to an agent and print what it did (exit 1 on failure).
+    Push(PushArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -61,6 +66,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(args) => {
+            agent_cli::init_logging(&args.log_format);
+            runtime()?.block_on(agent_cli::run_agent(args))
+        }
+        Command::Push(args) => runtime()?.block_on(agent_cli::run_push(args)),
         Command::Render { files, out, strict } => {
             let report = offline::render_manifests(&files, &out, strict)?;
             print!("{}", report.summary());
@@ -79,4 +89,8 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }

@@ -1,0 +1,247 @@
+//! `asterisk-operator agent` and `asterisk-operator push`: flags (each also from an environment
+//! variable) and the two entry points main.rs calls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::client::{self, ClientOptions};
+use super::node::{NodeConfig, bundle_to_proto};
+use super::server::{self, AgentOptions, ServerTls};
+use crate::ami::{Secret, SessionConfig};
+use crate::render::Bundle;
+
+/// `asterisk-operator agent`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Node name (the AsteriskNode this agent serves); bundles for other nodes are refused.
+    #[arg(long, env = "AO_AGENT_NODE")]
+    pub node: String,
+    /// Asterisk's AMI address.
+    #[arg(long, env = "AO_AGENT_AMI_ADDR", default_value = "127.0.0.1:5038")]
+    pub ami_addr: String,
+    /// AMI user (a manager.conf section; see docs/agent.md for the classes it needs).
+    #[arg(long, env = "AO_AGENT_AMI_USER", default_value = "asterisk-operator")]
+    pub ami_user: String,
+    /// File holding the AMI secret.
+    #[arg(long, env = "AO_AGENT_AMI_SECRET_FILE")]
+    pub ami_secret_file: PathBuf,
+    /// Asterisk's config directory, where the `*_operator.conf` files go.
+    #[arg(long, env = "AO_AGENT_CONFIG_DIR", default_value = "/etc/asterisk")]
+    pub config_dir: PathBuf,
+    /// Asterisk's key directory (RSA keys of IAX2 trunks).
+    #[arg(long, env = "AO_AGENT_KEYS_DIR", default_value = "/var/lib/asterisk/keys")]
+    pub keys_dir: PathBuf,
+    /// Where the agent records what it applied (default: `<config-dir>/.asterisk-operator-applied.json`).
+    #[arg(long, env = "AO_AGENT_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Asterisk's log file (e.g. /var/log/asterisk/messages): its errors about our files are
+    /// returned with a failed apply.
+    #[arg(long, env = "AO_AGENT_ASTERISK_LOG")]
+    pub asterisk_log: Option<PathBuf>,
+    /// gRPC listen address (Agent service).
+    #[arg(long, env = "AO_AGENT_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, env = "AO_AGENT_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
+    pub http_listen: SocketAddr,
+    /// Server certificate (PEM) for gRPC over TLS.
+    #[arg(long, env = "AO_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long, env = "AO_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: mTLS.
+    #[arg(long, env = "AO_AGENT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// File holding a shared token callers must send as `authorization: Bearer <token>`.
+    #[arg(long, env = "AO_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve gRPC in plaintext (and allow no caller authentication): local use only.
+    #[arg(long, env = "AO_AGENT_INSECURE")]
+    pub insecure: bool,
+    /// Seconds Asterisk has to answer the AMI Ping of /healthz.
+    #[arg(long, env = "AO_AGENT_PING_TIMEOUT", default_value_t = 3.0)]
+    pub ping_timeout: f64,
+    /// Seconds between polls of counts and trunk states.
+    #[arg(long, env = "AO_AGENT_POLL_INTERVAL", default_value_t = 15.0)]
+    pub poll_interval: f64,
+    /// One `asterisk_phone_registered{endpoint}` series per phone.
+    #[arg(long, env = "AO_AGENT_PER_PHONE_METRICS")]
+    pub per_phone_metrics: bool,
+    /// Log format.
+    #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+}
+
+impl AgentArgs {
+    /// Options for [`server::start`]; reads the secret and token files.
+    pub fn options(&self) -> anyhow::Result<AgentOptions> {
+        anyhow::ensure!(self.ping_timeout > 0.0 && self.poll_interval > 0.0, "timeouts must be positive");
+        let secret = client::read_secret_file(&self.ami_secret_file)?;
+        let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, Secret::new(secret.expose()));
+        // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
+        ami.keepalive = Some(Duration::from_secs(5));
+        ami.backoff_max = Duration::from_secs(5);
+        let mut node = NodeConfig::new(&self.node, self.config_dir.clone(), self.keys_dir.clone());
+        if let Some(f) = &self.state_file {
+            node.state_file = f.clone();
+        }
+        node.asterisk_log = self.asterisk_log.clone();
+        node.ping_timeout = Duration::from_secs_f64(self.ping_timeout);
+        node.poll_interval = Duration::from_secs_f64(self.poll_interval);
+        node.per_phone_metrics = self.per_phone_metrics;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        let token = self.token_file.as_deref().map(client::read_secret_file).transpose()?;
+        Ok(AgentOptions {
+            node,
+            ami,
+            grpc_listen: self.grpc_listen,
+            http_listen: self.http_listen,
+            tls,
+            token,
+            insecure: self.insecure,
+        })
+    }
+}
+
+/// Sets up tracing (`text` or `json`, filter from `RUST_LOG`, default `info`).
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the agent until SIGTERM or ctrl-c.
+pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.options()?;
+    server::run(opts, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `asterisk-operator push`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PushArgs {
+    /// Agent URL: `https://host:7443`, or `http://…` for an agent started with `--insecure`.
+    #[arg(long, env = "AO_PUSH_AGENT")]
+    pub agent: String,
+    /// File holding the agent's shared token.
+    #[arg(long, env = "AO_PUSH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the agent's certificate.
+    #[arg(long, env = "AO_PUSH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    #[arg(long, env = "AO_PUSH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    #[arg(long, env = "AO_PUSH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify the agent's certificate against (default: the URL's host).
+    #[arg(long, env = "AO_PUSH_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// Node name (default: the folder's name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A rendered node folder (`render -o out` → `out/<node>`).
+    pub dir: PathBuf,
+}
+
+/// Sends one rendered node folder; exit code 1 when the apply failed.
+pub async fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => args.dir.canonicalize()?.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(
+            || anyhow::anyhow!("cannot tell the node name from {}; give --node", args.dir.display()),
+        )?,
+    };
+    let bundle = Bundle::read_from(&node, &args.dir)?;
+    let mut opts = ClientOptions::new(&args.agent);
+    opts.token = args.token_file.as_deref().map(client::read_secret_file).transpose()?;
+    opts.tls_ca = args.tls_ca.clone();
+    opts.tls_cert = args.tls_cert.clone();
+    opts.tls_key = args.tls_key.clone();
+    opts.tls_domain = args.tls_domain.clone();
+    let mut c = client::connect(&opts).await?;
+    let result = c.apply(bundle_to_proto(&bundle)).await?.into_inner();
+    if args.json {
+        println!("{}", result_json(&result));
+    } else {
+        print!("{}", result_text(&node, &bundle, &result));
+    }
+    Ok(if result.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The result as one JSON object.
+pub fn result_json(r: &super::proto::ApplyResult) -> String {
+    serde_json::json!({
+        "ok": r.ok,
+        "appliedHash": r.applied_hash,
+        "unchanged": r.unchanged,
+        "changedFiles": r.changed_files,
+        "reloadedModules": r.reloaded_modules,
+        "rolledBack": r.rolled_back,
+        "superseded": r.superseded,
+        "durationSeconds": r.duration_seconds,
+        "error": r.error.as_ref().map(|e| serde_json::json!({"file": e.file, "message": e.message})),
+    })
+    .to_string()
+}
+
+/// The result for people.
+pub fn result_text(node: &str, bundle: &Bundle, r: &super::proto::ApplyResult) -> String {
+    let mut s = String::new();
+    let short = |h: &str| h.chars().take(12).collect::<String>();
+    if r.ok && r.unchanged {
+        s += &format!(
+            "{node}: bundle {} already applied; nothing written, nothing reloaded\n",
+            bundle.short_hash()
+        );
+    } else if r.ok {
+        s += &format!(
+            "{node}: applied bundle {} in {:.2} s\n  changed:  {}\n  reloaded: {}\n",
+            bundle.short_hash(),
+            r.duration_seconds,
+            r.changed_files.join(", "),
+            r.reloaded_modules.join(", ")
+        );
+    } else {
+        let e = r.error.clone().unwrap_or_default();
+        let file = if e.file.is_empty() { String::new() } else { format!("{}: ", e.file) };
+        s += &format!("{node}: apply of bundle {} FAILED: {file}{}\n", bundle.short_hash(), e.message);
+        if r.rolled_back {
+            s += &format!("  rolled back; bundle {} stays in force\n", short(&r.applied_hash));
+        }
+    }
+    s
+}

@@ -1,0 +1,109 @@
+//! The client side of the `Agent` service: what the controller and `push` use.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use asterisk_operator::agent::client::{ClientOptions, connect};
+//! let mut client = connect(&ClientOptions::new("http://127.0.0.1:7443")).await?;
+//! let status = client.status(asterisk_operator::agent::proto::StatusRequest {}).await?.into_inner();
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::proto::agent_client;
+use crate::secret::SecretValue;
+
+/// How to reach an agent.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `https://host:port` (TLS) or `http://host:port` (agent started with `--insecure`).
+    pub url: String,
+    /// Sent as `authorization: Bearer <token>`.
+    pub token: Option<SecretValue>,
+    /// CA that signed the agent's certificate (PEM file).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mTLS (PEM files).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Name to check the agent's certificate against, if not the URL's host.
+    pub tls_domain: Option<String>,
+    /// Per-call timeout (an apply of a large bundle takes seconds).
+    pub timeout: std::time::Duration,
+}
+
+impl ClientOptions {
+    /// Plain options for `url`: no token, no client certificate, 60 s timeout.
+    pub fn new(url: &str) -> Self {
+        ClientOptions {
+            url: url.to_owned(),
+            token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_domain: None,
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client with the token interceptor.
+pub type AgentClient = agent_client::AgentClient<InterceptedService<Channel, BearerToken>>;
+
+/// Connects to an agent (TLS when the URL is `https://`).
+pub async fn connect(opts: &ClientOptions) -> anyhow::Result<AgentClient> {
+    let mut endpoint = Endpoint::from_shared(opts.url.clone())
+        .with_context(|| format!("bad agent URL {:?}", opts.url))?
+        .timeout(opts.timeout)
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if opts.url.starts_with("https://") {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &opts.tls_ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&opts.tls_cert, &opts.tls_key) {
+            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (None, None) => {}
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        }
+        if let Some(d) = &opts.tls_domain {
+            tls = tls.domain_name(d.clone());
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("connecting to agent {}", opts.url))?;
+    let token = match &opts.token {
+        Some(t) => Some(
+            format!("Bearer {}", t.expose())
+                .parse()
+                .map_err(|_| anyhow::anyhow!("the token holds characters not allowed in a header"))?,
+        ),
+        None => None,
+    };
+    Ok(agent_client::AgentClient::with_interceptor(channel, BearerToken(token)))
+}
+
+/// Reads a secret file (token, AMI secret): trailing newline ignored, empty is an error.
+pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<SecretValue> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!value.is_empty(), "{} is empty", path.display());
+    Ok(SecretValue::new(value))
+}

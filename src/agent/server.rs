@@ -1,0 +1,309 @@
+//! The agent's servers: gRPC (`Agent` service, token or mTLS) and HTTP (`/healthz`, `/readyz`,
+//! `/metrics`), around one shared [`Node`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio::sync::{Notify, oneshot, watch};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use super::node::{Node, NodeConfig, bundle_from_proto};
+use super::proto::{self, agent_server};
+use crate::ami::{Session, SessionConfig};
+use crate::render::Bundle;
+use crate::secret::SecretValue;
+
+/// PEM files of the gRPC server's TLS identity, and the CA that client certificates must chain to
+/// (mTLS) when given.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Everything `asterisk-operator agent` needs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub node: NodeConfig,
+    pub ami: SessionConfig,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    /// Callers must send `authorization: Bearer <token>`.
+    pub token: Option<SecretValue>,
+    /// Allow plaintext gRPC (local use only).
+    pub insecure: bool,
+}
+
+impl AgentOptions {
+    /// Refuses configurations that would expose the Apply API without protection.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.tls.is_none() && !self.insecure {
+            anyhow::bail!(
+                "gRPC without TLS needs --insecure (local use only); give --tls-cert and --tls-key"
+            );
+        }
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !mtls && self.token.is_none() && !self.insecure {
+            anyhow::bail!("no caller authentication: give --tls-client-ca (mTLS) or --token-file");
+        }
+        Ok(())
+    }
+}
+
+/// Keeps at most one bundle waiting behind the one being applied; a newer one replaces it.
+struct ApplyQueue {
+    pending: Mutex<Option<(Bundle, oneshot::Sender<proto::ApplyResult>)>>,
+    notify: Notify,
+}
+
+impl ApplyQueue {
+    fn submit(&self, node: &Node, bundle: Bundle) -> oneshot::Receiver<proto::ApplyResult> {
+        let (tx, rx) = oneshot::channel();
+        let hash = bundle.hash.clone();
+        let old = self.pending.lock().unwrap_or_else(|p| p.into_inner()).replace((bundle, tx));
+        if let Some((old, old_tx)) = old {
+            node.metrics.count_apply("superseded");
+            let _ = old_tx.send(proto::ApplyResult {
+                ok: false,
+                superseded: true,
+                applied_hash: node.status().applied_hash,
+                error: Some(proto::ApplyError {
+                    file: String::new(),
+                    message: format!(
+                        "superseded by bundle {} before it was applied",
+                        &hash[..12.min(hash.len())]
+                    ),
+                }),
+                ..Default::default()
+            });
+            tracing::info!(superseded = %old.short_hash(), by = %&hash[..12.min(hash.len())], "queued bundle superseded");
+        }
+        self.notify.notify_one();
+        rx
+    }
+
+    async fn worker(self: Arc<Self>, node: Arc<Node>) {
+        loop {
+            self.notify.notified().await;
+            loop {
+                let next = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let Some((bundle, tx)) = next else { break };
+                let result = node.apply(&bundle).await;
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// The gRPC `Agent` service.
+pub struct AgentService {
+    node: Arc<Node>,
+    queue: Arc<ApplyQueue>,
+}
+
+impl AgentService {
+    /// A service applying through `node`, with its own apply worker.
+    pub fn new(node: Arc<Node>) -> Self {
+        let queue = Arc::new(ApplyQueue { pending: Mutex::new(None), notify: Notify::new() });
+        tokio::spawn(queue.clone().worker(node.clone()));
+        AgentService { node, queue }
+    }
+}
+
+#[tonic::async_trait]
+impl agent_server::Agent for AgentService {
+    async fn apply(&self, request: Request<proto::Bundle>) -> Result<Response<proto::ApplyResult>, Status> {
+        let bundle = bundle_from_proto(request.into_inner()).map_err(Status::invalid_argument)?;
+        let rx = self.queue.submit(&self.node, bundle);
+        let result = rx.await.map_err(|_| Status::unavailable("agent shutting down"))?;
+        Ok(Response::new(result))
+    }
+
+    async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::NodeStatus>, Status> {
+        Ok(Response::new(self.node.node_status().await))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` when a token is configured.
+#[derive(Clone)]
+pub struct TokenCheck(Option<Arc<SecretValue>>);
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.0 else { return Ok(request) };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A running agent: its bound addresses and its node, until [`RunningAgent::shutdown`].
+pub struct RunningAgent {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub node: Arc<Node>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Graceful stop: no new requests, in-flight ones finish, AMI Logoff.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.node.session.close().await;
+        tracing::info!("agent stopped");
+    }
+}
+
+/// Starts the agent: AMI session, node tasks, gRPC and HTTP servers. Port 0 picks a free port
+/// (see the addresses in the result).
+pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
+    opts.check()?;
+    let tls = match &opts.tls {
+        None => None,
+        Some(t) => {
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+            if let Some(ca) = &t.client_ca {
+                cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?));
+            }
+            Some(cfg)
+        }
+    };
+    let grpc = tokio::net::TcpListener::bind(opts.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC on {}", opts.grpc_listen))?;
+    let http = tokio::net::TcpListener::bind(opts.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", opts.http_listen))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+
+    let session = Session::spawn(opts.ami.clone());
+    let node = Node::start(opts.node.clone(), session);
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let service = agent_server::AgentServer::with_interceptor(
+        AgentService::new(node.clone()),
+        TokenCheck(opts.token.clone().map(Arc::new)),
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("gRPC TLS configuration")?;
+    }
+    let grpc_task = {
+        let signal = wait(stopped.clone());
+        let router = builder.add_service(service);
+        tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(TcpIncoming::from(grpc), signal).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        })
+    };
+    let http_task = {
+        let signal = wait(stopped.clone());
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(healthz))
+            .route("/readyz", axum::routing::get(readyz))
+            .route("/metrics", axum::routing::get(metrics))
+            .with_state(node.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, app).with_graceful_shutdown(signal).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+    tracing::info!(
+        node = %opts.node.node,
+        grpc = %grpc_addr,
+        http = %http_addr,
+        ami = %opts.ami.addr,
+        tls = opts.tls.is_some(),
+        mtls = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        token = opts.token.is_some(),
+        "agent started"
+    );
+    Ok(RunningAgent { grpc_addr, http_addr, node, stop, tasks: vec![grpc_task, http_task] })
+}
+
+/// Runs until `shutdown` resolves (SIGTERM / ctrl-c in the CLI), then stops gracefully.
+pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let agent = start(opts).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    agent.shutdown().await;
+    Ok(())
+}
+
+async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    match node.health().await {
+        Ok(rtt) => (StatusCode::OK, format!("ok: Asterisk answered an AMI Ping in {} ms\n", rtt.as_millis())),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    match node.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    node.metrics.sync_session(&node.session.stats());
+    node.metrics.ami_connected.set(i64::from(node.session.is_connected()));
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        node.metrics.encode(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_accepts_only_the_token() {
+        let mut check = TokenCheck(Some(Arc::new(SecretValue::new("s3cret-token"))));
+        let with = |v: Option<&str>| {
+            let mut r = Request::new(());
+            if let Some(v) = v {
+                r.metadata_mut().insert("authorization", v.parse().unwrap());
+            }
+            r
+        };
+        use tonic::service::Interceptor;
+        assert!(check.call(with(Some("Bearer s3cret-token"))).is_ok());
+        for bad in [None, Some("Bearer wrong"), Some("s3cret-token"), Some("Bearer s3cret-token2")] {
+            let err = check.call(with(bad)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        }
+        assert!(TokenCheck(None).call(with(None)).is_ok());
+    }
+}
