@@ -202,8 +202,8 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         .with_context(|| format!("binding HTTP on {}", opts.http_listen))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
 
-    let session = Session::spawn(opts.ami.clone());
-    let node = Node::start(opts.node.clone(), session);
+    let (session, events) = Session::spawn_subscribed(opts.ami.clone(), 1024);
+    let node = Node::start(opts.node.clone(), session, events);
     let (stop, stopped) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
