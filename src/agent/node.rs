@@ -399,6 +399,9 @@ impl Node {
     }
 
     fn record_applied(&self, bundle: &Bundle) -> Result<(), String> {
+        if lock(&self.status).applied_hash == bundle.hash && self.cfg.state_file.exists() {
+            return Ok(());
+        }
         let applied = Applied {
             hash: bundle.hash.clone(),
             files: bundle.files.keys().cloned().collect(),

@@ -20,7 +20,7 @@ pub const AMI_SECRET: &str = "AgentAmiSecret0";
 pub fn manager_conf(addr: Ipv4Addr) -> String {
     format!(
         "[general]\nenabled = yes\nwebenabled = no\nport = 5038\nbindaddr = {addr}\ndisplayconnects = no\n\n\
-         [{AMI_USER}]\nsecret = {AMI_SECRET}\nread = system,call\nwrite = system,config,reporting\n"
+         [{AMI_USER}]\nsecret = {AMI_SECRET}\nread = system,call\nwrite = system,reporting\n"
     )
 }
 
