@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use asterisk_operator::{crd, offline};
+use asterisk_operator::{ami, crd, offline};
 
 /// Kubernetes-style reconciling controller for fleets of Asterisk PBX servers.
 #[derive(Parser)]
@@ -36,9 +36,12 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Talk to an Asterisk server's AMI: send one action, or tail its events as JSON.
+    Ami(ami::cli::AmiArgs),
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { dir } => {
@@ -77,6 +80,10 @@ fn main() -> anyhow::Result<ExitCode> {
                 eprintln!("  {e}");
             }
             Ok(ExitCode::from(1))
+        }
+        Command::Ami(args) => {
+            ami::cli::run(args).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
