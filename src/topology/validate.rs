@@ -113,6 +113,19 @@ fn duplicate_names<'a>(
     dups
 }
 
+/// The resources of one kind worth resolving, oldest first (so the oldest keeps what two
+/// claim): names that are valid and defined once, each with its resource.
+fn candidates<'a, K: kube::Resource>(kind: Kind, list: &'a [K], errors: &mut Errors) -> Vec<(String, &'a K)> {
+    let mut sorted: Vec<&K> = list.iter().collect();
+    sorted.sort_by_cached_key(|r| age_key(r.meta()));
+    let dups = duplicate_names(kind, sorted.iter().map(|r| name_of(r.meta())), errors);
+    sorted
+        .into_iter()
+        .map(|r| (name_of(r.meta()), r))
+        .filter(|(name, _)| !dups.contains(name) && check_name(kind, name, errors))
+        .collect()
+}
+
 /// Values that end up inside config lines must not be able to break out of them. The CRD schema
 /// states the same rules; manifests read offline bypass it, so the resolver checks again.
 fn is_host(s: &str) -> bool {
@@ -165,15 +178,8 @@ fn is_digits(s: &str) -> bool {
 }
 
 fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String, Node> {
-    let mut sorted: Vec<&AsteriskNode> = list.iter().collect();
-    sorted.sort_by_cached_key(|n| age_key(&n.metadata));
-    let dups = duplicate_names(Kind::AsteriskNode, sorted.iter().map(|n| name_of(&n.metadata)), errors);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    for node in sorted {
-        let name = name_of(&node.metadata);
-        if dups.contains(&name) || !check_name(Kind::AsteriskNode, &name, errors) {
-            continue;
-        }
+    for (name, node) in candidates(Kind::AsteriskNode, list, errors) {
         let spec = &node.spec;
         let mut ok = true;
         let plan = &spec.numbering;
@@ -401,15 +407,8 @@ fn resolve_trunks(
     set: &ResourceSet,
     errors: &mut Errors,
 ) -> BTreeMap<String, TrunkLink> {
-    let mut sorted: Vec<&Trunk> = list.iter().collect();
-    sorted.sort_by_cached_key(|t| age_key(&t.metadata));
-    let dups = duplicate_names(Kind::Trunk, sorted.iter().map(|t| name_of(&t.metadata)), errors);
     let mut trunks = BTreeMap::new();
-    for trunk in sorted {
-        let name = name_of(&trunk.metadata);
-        if dups.contains(&name) || !check_name(Kind::Trunk, &name, errors) {
-            continue;
-        }
+    for (name, trunk) in candidates(Kind::Trunk, list, errors) {
         let spec = &trunk.spec;
         let mut ok = true;
         if spec.ends.len() != 2 {
@@ -553,16 +552,9 @@ fn resolve_phones(
     set: &ResourceSet,
     errors: &mut Errors,
 ) -> BTreeMap<String, PhoneLine> {
-    let mut sorted: Vec<&Phone> = list.iter().collect();
-    sorted.sort_by_cached_key(|p| age_key(&p.metadata));
-    let dups = duplicate_names(Kind::Phone, sorted.iter().map(|p| name_of(&p.metadata)), errors);
     let mut phones = BTreeMap::new();
     let mut by_extension: BTreeMap<String, String> = BTreeMap::new();
-    for phone in sorted {
-        let name = name_of(&phone.metadata);
-        if dups.contains(&name) || !check_name(Kind::Phone, &name, errors) {
-            continue;
-        }
+    for (name, phone) in candidates(Kind::Phone, list, errors) {
         let spec = &phone.spec;
         let Some(node) = nodes.get(&spec.node) else {
             errors.push(
@@ -715,18 +707,11 @@ fn resolve_blf(
     phones: &BTreeMap<String, PhoneLine>,
     errors: &mut Errors,
 ) -> (BTreeSet<Mirror>, BTreeMap<String, Vec<BlfKey>>) {
-    let mut sorted: Vec<&BlfSubscription> = list.iter().collect();
-    sorted.sort_by_cached_key(|b| name_of(&b.metadata));
-    let dups = duplicate_names(Kind::BlfSubscription, sorted.iter().map(|b| name_of(&b.metadata)), errors);
     let by_extension: BTreeMap<&str, &PhoneLine> =
         phones.values().map(|p| (p.extension.as_str(), p)).collect();
     let mut mirrors = BTreeSet::new();
     let mut keys: BTreeMap<String, Vec<BlfKey>> = BTreeMap::new();
-    for sub in sorted {
-        let name = name_of(&sub.metadata);
-        if dups.contains(&name) || !check_name(Kind::BlfSubscription, &name, errors) {
-            continue;
-        }
+    for (name, sub) in candidates(Kind::BlfSubscription, list, errors) {
         let watcher = &sub.spec.watcher;
         let watcher_node = match (&watcher.phone, &watcher.node) {
             (Some(phone), None) => match phones.get(phone) {
