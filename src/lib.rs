@@ -6,6 +6,7 @@
 pub mod ami;
 pub mod crd;
 pub mod manifest;
+pub mod mesh;
 pub mod offline;
 pub mod render;
 pub mod secret;
