@@ -4,6 +4,7 @@
 //! the thin shells around them (`ami` sessions, the CLI in `main.rs`).
 
 pub mod ami;
+pub mod controller;
 pub mod crd;
 pub mod manifest;
 pub mod mesh;
