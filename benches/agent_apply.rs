@@ -6,7 +6,6 @@
 //! `cargo bench --bench agent_apply`
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::net::TcpListener;

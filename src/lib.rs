@@ -5,8 +5,10 @@
 
 pub mod agent;
 pub mod ami;
+pub mod controller;
 pub mod crd;
 pub mod manifest;
+pub mod mesh;
 pub mod offline;
 pub mod render;
 pub mod secret;

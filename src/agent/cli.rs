@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::client::{self, ClientOptions};
 use super::node::{NodeConfig, bundle_to_proto};
 use super::server::{self, AgentOptions, ServerTls};
-use crate::ami::{Secret, SessionConfig};
+use crate::ami::SessionConfig;
 use crate::render::Bundle;
 
 /// `asterisk-operator agent`.
@@ -80,7 +80,7 @@ impl AgentArgs {
     pub fn options(&self) -> anyhow::Result<AgentOptions> {
         anyhow::ensure!(self.ping_timeout > 0.0 && self.poll_interval > 0.0, "timeouts must be positive");
         let secret = client::read_secret_file(&self.ami_secret_file)?;
-        let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, Secret::new(secret.expose()));
+        let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, secret);
         // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
         ami.keepalive = Some(Duration::from_secs(5));
         ami.backoff_max = Duration::from_secs(5);

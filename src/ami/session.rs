@@ -30,7 +30,8 @@ use super::codec::{Action, DecodeError, Decoder, Frame, Limits, Message};
 use super::correlate::{Correlator, Expect, Reply, Routed};
 use super::error::AmiError;
 use super::events::Event;
-use super::types::{EventMask, Secret};
+use super::types::EventMask;
+use crate::secret::SecretValue;
 
 /// How to log in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -47,7 +48,7 @@ pub struct SessionConfig {
     /// `host:port`, e.g. `127.0.0.1:5038`.
     pub addr: String,
     pub username: String,
-    pub secret: Secret,
+    pub secret: SecretValue,
     pub auth: AuthMethod,
     /// Event classes to receive; sent with every Login.
     pub events: EventMask,
@@ -65,7 +66,7 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn new(addr: impl Into<String>, username: impl Into<String>, secret: Secret) -> Self {
+    pub fn new(addr: impl Into<String>, username: impl Into<String>, secret: SecretValue) -> Self {
         SessionConfig {
             addr: addr.into(),
             username: username.into(),

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use asterisk_operator::agent::{AgentOptions, NodeConfig, RunningAgent};
-use asterisk_operator::ami::{Secret, SessionConfig};
+use asterisk_operator::ami::SessionConfig;
 use asterisk_operator::secret::SecretValue;
 
 use super::asterisk::Asterisk;
@@ -37,8 +37,11 @@ pub fn options(asterisk: &Asterisk) -> AgentOptions {
 
 /// Agent options for node `name` whose Asterisk listens on `addr` (directories under /tmp).
 pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
-    let mut ami =
-        SessionConfig::new(SocketAddr::from((addr, 5038)).to_string(), AMI_USER, Secret::new(AMI_SECRET));
+    let mut ami = SessionConfig::new(
+        SocketAddr::from((addr, 5038)).to_string(),
+        AMI_USER,
+        SecretValue::new(AMI_SECRET),
+    );
     ami.keepalive = Some(Duration::from_secs(2));
     ami.backoff_initial = Duration::from_millis(100);
     ami.backoff_max = Duration::from_millis(500);
