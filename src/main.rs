@@ -71,9 +71,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Agent(args) => {
             agent_cli::init_logging(&args.log_format);
-            agent_cli::run_agent(args).await
+            Ok(agent_cli::run_agent(args).await?)
         }
-        Command::Push(args) => agent_cli::run_push(args).await,
+        Command::Push(args) => Ok(agent_cli::run_push(args).await?),
         Command::Render { files, out, strict } => {
             let report = offline::render_manifests(&files, &out, strict)?;
             print!("{}", report.summary());

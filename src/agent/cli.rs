@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::client::{self, ClientOptions};
+use super::error::AgentError;
 use super::node::{NodeConfig, bundle_to_proto};
 use super::server::{self, AgentOptions, ServerTls};
 use crate::ami::SessionConfig;
@@ -77,8 +78,10 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// Options for [`server::start`]; reads the secret and token files.
-    pub fn options(&self) -> anyhow::Result<AgentOptions> {
-        anyhow::ensure!(self.ping_timeout > 0.0 && self.poll_interval > 0.0, "timeouts must be positive");
+    pub fn options(&self) -> Result<AgentOptions, AgentError> {
+        if !(self.ping_timeout > 0.0 && self.poll_interval > 0.0) {
+            return Err(AgentError::Options("--ping-timeout and --poll-interval must be positive".into()));
+        }
         let secret = client::read_secret_file(&self.ami_secret_file)?;
         let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, secret);
         // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
@@ -126,7 +129,7 @@ pub fn init_logging(format: &str) {
 }
 
 /// Runs the agent until SIGTERM or ctrl-c.
-pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_agent(args: AgentArgs) -> Result<ExitCode, AgentError> {
     let opts = args.options()?;
     server::run(opts, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -178,12 +181,21 @@ pub struct PushArgs {
 }
 
 /// Sends one rendered node folder; exit code 1 when the apply failed.
-pub async fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_push(args: PushArgs) -> Result<ExitCode, AgentError> {
     let node = match &args.node {
         Some(n) => n.clone(),
-        None => args.dir.canonicalize()?.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(
-            || anyhow::anyhow!("cannot tell the node name from {}; give --node", args.dir.display()),
-        )?,
+        None => args
+            .dir
+            .canonicalize()
+            .map_err(|source| AgentError::Read { path: args.dir.clone(), source })?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                AgentError::Options(format!(
+                    "cannot tell the node name from {}; give --node",
+                    args.dir.display()
+                ))
+            })?,
     };
     let bundle = Bundle::read_from(&node, &args.dir)?;
     let mut opts = ClientOptions::new(&args.agent);
