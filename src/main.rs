@@ -39,6 +39,8 @@ enum Command {
     },
     /// Talk to an Asterisk server's AMI: send one action, or tail its events as JSON.
     Ami(ami::cli::AmiArgs),
+    /// Reconcile the fleet: push changed bundles to the agents and write every resource's status.
+    Controller(asterisk_operator::controller::cli::ControllerArgs),
     /// Run beside one Asterisk: apply bundles over gRPC, serve /healthz, /readyz and /metrics.
     Agent(AgentArgs),
     /// Send one rendered node folder to an agent and print what it did (exit 1 on failure).
@@ -90,6 +92,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 eprintln!("  {e}");
             }
             Ok(ExitCode::from(1))
+        }
+        Command::Controller(args) => {
+            agent_cli::init_logging(&args.log_format);
+            Ok(asterisk_operator::controller::cli::run(args).await?)
         }
         Command::Ami(args) => {
             ami::cli::run(args).await?;

@@ -135,7 +135,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<ExitCode, AgentError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

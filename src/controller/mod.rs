@@ -1,4 +1,10 @@
-//! The controller: resources in, bundles pushed, status written. This module holds its pure
-//! parts so far: status conditions computed from values.
+//! The controller: resources in, bundles pushed to agents, status written.
+//!
+//! * [`conditions`] — pure: metav1.Condition updates.
+//! * [`status`] — pure: every resource's status from the resolution and the agents' answers.
+//! * [`manifests`] — the `--manifests DIR` mode: the same reconcile fed from YAML files.
 
+pub mod cli;
 pub mod conditions;
+pub mod manifests;
+pub mod status;
