@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::manifests::{self, AgentAccess, ManifestsError, ManifestsOptions};
+use super::fleet::AgentAccess;
+use super::manifests::{self, ManifestsError, ManifestsOptions};
 use crate::agent::client::read_secret_file;
 use crate::agent::error::AgentError;
 
