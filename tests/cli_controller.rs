@@ -1,6 +1,6 @@
-//! `asterisk-operator controller` from the command line: it needs `--manifests` (the API
-//! server mode is not there yet), and with `--once` it reports unreachable agents in the status
-//! file and its exit code instead of hanging or crashing.
+//! `asterisk-operator controller` from the command line: without a cluster configuration it
+//! says so, and with `--manifests --once` it reports unreachable agents in the status file and
+//! its exit code instead of hanging or crashing.
 
 use std::process::Command;
 
@@ -9,10 +9,20 @@ fn bin() -> Command {
 }
 
 #[test]
-fn manifests_flag_is_required() {
-    let out = bin().arg("controller").env_remove("AO_CONTROLLER_MANIFESTS").output().unwrap();
+fn without_manifests_it_needs_a_cluster_configuration() {
+    let out = bin()
+        .arg("controller")
+        .env_remove("AO_CONTROLLER_MANIFESTS")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--manifests"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no Kubernetes client configuration"), "{stderr}");
+    let once = bin().args(["controller", "--once"]).env_remove("AO_CONTROLLER_MANIFESTS").output().unwrap();
+    assert!(!once.status.success());
+    assert!(String::from_utf8_lossy(&once.stderr).contains("--manifests"), "--once is for --manifests mode");
 }
 
 #[test]
