@@ -16,6 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::events::{Notice, notices};
 use super::fleet::{AgentAccess, FleetReconciler};
 use super::status::ResourceStatus;
 use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
@@ -139,9 +141,16 @@ pub async fn run(
     }
     tracing::info!("controller started: watching AsteriskNodes, Trunks, Phones, BlfSubscriptions");
     let mut fleet = FleetReconciler::new(opts.agents.clone());
+    let mut events = Events {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("HOSTNAME").ok() },
+        ),
+        enabled: true,
+    };
     tokio::pin!(shutdown);
     loop {
-        reconcile(&client, &stores, &opts, &mut fleet).await;
+        reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
@@ -155,7 +164,13 @@ fn live<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> impl Iterato
 }
 
 /// One pass: every namespace resolved, rendered, pushed, and its statuses written.
-async fn reconcile(client: &Client, stores: &Stores, opts: &KubeOptions, fleet: &mut FleetReconciler) {
+async fn reconcile(
+    client: &Client,
+    stores: &Stores,
+    opts: &KubeOptions,
+    fleet: &mut FleetReconciler,
+    events: &mut Events,
+) {
     // Group by namespace (a fleet is one namespace).
     let mut grouped: BTreeMap<String, ResourceSet> = BTreeMap::new();
     for r in live(&stores.nodes) {
@@ -178,9 +193,15 @@ async fn reconcile(client: &Client, stores: &Stores, opts: &KubeOptions, fleet: 
         let bundles = render::render_all(&resolution.topology);
         fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
     }
+    let before = fleet.statuses().clone();
     let report = fleet.reconcile(&fleets).await;
     for e in &report.errors {
         tracing::warn!(error = %e, "invalid resource");
+    }
+    for notice in notices(&before, fleet.statuses()) {
+        if let Some(fleet_) = fleets.get(&notice.object.namespace) {
+            events.publish(fleet_, &notice).await;
+        }
     }
     for fleet_ in fleets.values() {
         write_statuses(client, fleet_, fleet.statuses()).await;
@@ -335,5 +356,221 @@ async fn patch_if_changed<K, S>(
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
     {
         tracing::warn!(kind = %kind, namespace = %ns, name = %name, error = %e, "could not write status");
+    }
+}
+
+/// Publishes Events; turns itself off (saying so once) on a server without the Events API.
+struct Events {
+    recorder: Recorder,
+    enabled: bool,
+}
+
+impl Events {
+    async fn publish(&mut self, fleet: &LoadedFleet, notice: &Notice) {
+        if !self.enabled {
+            return;
+        }
+        let r = &fleet.resources;
+        let name = |m: &ObjectMeta| m.name.as_deref() == Some(notice.object.name.as_str());
+        let reference = match notice.object.kind {
+            Kind::AsteriskNode => r.nodes.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::Trunk => r.trunks.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::Phone => r.phones.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::BlfSubscription => {
+                r.blf_subscriptions.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&()))
+            }
+        };
+        let Some(reference) = reference else { return };
+        let event = Event {
+            type_: if notice.warning { EventType::Warning } else { EventType::Normal },
+            reason: notice.reason.clone(),
+            note: Some(notice.note.chars().take(1024).collect()),
+            action: notice.action.into(),
+            secondary: None,
+        };
+        match self.recorder.publish(&event, &reference).await {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                tracing::warn!("the API server has no Events API (events.k8s.io): not publishing Events");
+                self.enabled = false;
+            }
+            Err(e) => tracing::warn!(error = %e, object = %notice.object, "could not publish an Event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API side the real test server cannot serve (Secrets, Events), and the exact status
+    //! patch, against kube-rs's mocked API service.
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::crd::PhoneSpec;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    /// Answers the next request with `reply` (or its own body) and returns (method, uri, body).
+    async fn answer(handle: &mut Handle, reply: Option<Value>) -> (Method, String, Value) {
+        let (request, send) = handle.next_request().await.expect("the client sent a request");
+        let (method, uri) = (request.method().clone(), request.uri().to_string());
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let reply = reply.unwrap_or_else(|| body.clone());
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+        (method, uri, body)
+    }
+
+    fn phone(name: &str) -> Phone {
+        let mut p = Phone::new(
+            name,
+            PhoneSpec {
+                node: "office-a".into(),
+                extension: "3001".into(),
+                display_name: None,
+                secret_ref: None,
+                nat: true,
+                codecs: None,
+                voicemail: None,
+                max_contacts: 1,
+                device: None,
+            },
+        );
+        p.metadata.namespace = Some("default".into());
+        p.metadata.uid = Some("uid-1".into());
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_generated_and_owned_by_its_phone() {
+        let (client, mut handle) = mock();
+        let (store, _writer) = reflector::store::<Secret>();
+        let stores = Stores {
+            nodes: reflector::store().0,
+            trunks: reflector::store().0,
+            phones: reflector::store().0,
+            blfs: reflector::store().0,
+            secrets: Some(store),
+        };
+        let opts = KubeOptions {
+            agents: AgentAccess::default(),
+            secrets_file: None,
+            resync: Duration::from_secs(1),
+            debounce: Duration::from_millis(1),
+        };
+        let mut set = ResourceSet {
+            namespace: "default".into(),
+            phones: vec![phone("reception")],
+            ..Default::default()
+        };
+        let server = tokio::spawn(async move { answer(&mut handle, None).await });
+        fill_secrets(&client, &stores, &opts, &mut set).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::POST);
+        assert!(uri.starts_with("/api/v1/namespaces/default/secrets"), "{uri}");
+        assert_eq!(body["metadata"]["name"], "phone-reception");
+        let owner = &body["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].as_str()),
+            (Some("Phone"), Some("reception"), Some("uid-1"))
+        );
+        assert_eq!(owner["controller"], true);
+        let value = body["stringData"]["secret"].as_str().unwrap();
+        assert_eq!(value.len(), 32);
+        assert_eq!(
+            set.secrets["phone-reception"]["secret"].expose(),
+            value,
+            "used at once, not only next time"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_written_by_server_side_apply_only_when_it_changed() {
+        let (client, mut handle) = mock();
+        let p = phone("reception");
+        let now =
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut status = crate::crd::PhoneStatus::default();
+        crate::controller::conditions::set_condition(
+            &mut status.conditions,
+            crate::controller::conditions::ConditionUpdate::ok("Ready", "Ready", "valid and in force"),
+            Some(3),
+            &now,
+        );
+        let object = ObjectRef::new(Kind::Phone, "default", "reception");
+        let statuses = BTreeMap::from([(object, ResourceStatus::Phone(status.clone()))]);
+        let server = tokio::spawn(async move {
+            answer(&mut handle, Some(serde_json::to_value(phone("reception")).unwrap())).await
+        });
+        patch_if_changed(&client, &p, Kind::Phone, &statuses, None::<&crate::crd::PhoneStatus>).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::PATCH);
+        assert!(
+            uri.starts_with(
+                "/apis/asterisk.operator.dev/v1alpha1/namespaces/default/phones/reception/status?"
+            ),
+            "{uri}"
+        );
+        assert!(uri.contains("fieldManager=asterisk-operator") && uri.contains("force=true"), "{uri}");
+        assert_eq!(body["kind"], "Phone");
+        let c = &body["status"]["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str(), c["observedGeneration"].as_i64()),
+            (Some("Ready"), Some("True"), Some(3))
+        );
+
+        // Same status as the server has: no request at all (the mock would hang otherwise).
+        let (client, _handle) = mock();
+        let done = tokio::time::timeout(
+            Duration::from_secs(1),
+            patch_if_changed(&client, &p, Kind::Phone, &statuses, Some(&status)),
+        )
+        .await;
+        assert!(done.is_ok(), "an unchanged status is not written");
+    }
+
+    #[tokio::test]
+    async fn notices_become_events_on_the_resource() {
+        let (client, mut handle) = mock();
+        let mut events = Events { recorder: Recorder::new(client, FIELD_MANAGER.into()), enabled: true };
+        let fleet = LoadedFleet {
+            resources: ResourceSet {
+                namespace: "default".into(),
+                phones: vec![phone("stray")],
+                ..Default::default()
+            },
+            resolution: topology::resolve(&ResourceSet::default()),
+            bundles: BTreeMap::new(),
+        };
+        let notice = Notice {
+            object: ObjectRef::new(Kind::Phone, "default", "stray"),
+            warning: true,
+            reason: "OutsideNumbering".into(),
+            note: "spec.extension: 4999 is outside node office-a's numbering plan (3XXX); pick an extension of that plan".into(),
+            action: "Validate",
+        };
+        let server = tokio::spawn(async move { answer(&mut handle, None).await });
+        events.publish(&fleet, &notice).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::POST);
+        assert!(uri.starts_with("/apis/events.k8s.io/v1/namespaces/default/events"), "{uri}");
+        assert_eq!(body["type"], "Warning");
+        assert_eq!(body["reason"], "OutsideNumbering");
+        assert_eq!(body["action"], "Validate");
+        assert_eq!(body["regarding"]["kind"], "Phone");
+        assert_eq!(body["regarding"]["name"], "stray");
+        assert!(body["note"].as_str().unwrap().starts_with("spec.extension:"));
+        assert_eq!(body["reportingController"], FIELD_MANAGER);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod conditions;
+pub mod events;
 pub mod fleet;
 pub mod kube;
 pub mod manifests;
