@@ -80,9 +80,10 @@ impl Manifests {
 
     /// Adds every document of one YAML text.
     pub fn add_yaml(&mut self, source_name: &str, text: &str) -> Result<(), ManifestError> {
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| {
-            ManifestError::Yaml { source_name: source_name.to_owned(), message: e.to_string() }
-        })?;
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple_with_options(text, parse_options()).map_err(|e| {
+                ManifestError::Yaml { source_name: source_name.to_owned(), message: e.to_string() }
+            })?;
         for (i, doc) in docs.into_iter().enumerate() {
             self.add_document(source_name, i + 1, doc)?;
         }
@@ -173,6 +174,21 @@ impl Manifests {
     }
 }
 
+/// The YAML parser's limits, raised for fleets: one file may hold tens of thousands of Phone
+/// documents (the parser's defaults stop at 1,024 documents and 250,000 nodes). Anchor and alias
+/// limits stay at the defaults that guard against alias bombs.
+fn parse_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 100_000_000;
+    budget.max_events = 400_000_000;
+    budget.max_reader_input_bytes = Some(1024 * 1024 * 1024);
+    budget.max_total_scalar_bytes = 1024 * 1024 * 1024;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 fn with_namespace<K: kube::Resource>(mut resource: K, namespace: &str) -> K {
     resource.meta_mut().namespace = Some(namespace.to_owned());
     resource
@@ -192,4 +208,33 @@ pub fn secrets_yaml(namespace: &str, secrets: &BTreeMap<String, BTreeMap<String,
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_may_hold_thousands_of_documents() {
+        let mut yaml = String::new();
+        for i in 0..5_000 {
+            yaml.push_str(&format!(
+                "---\napiVersion: asterisk.operator.dev/v1alpha1\nkind: Phone\nmetadata: {{name: p{i}}}\n\
+                 spec: {{node: office-a, extension: \"{}\", displayName: Desk {i}}}\n",
+                100_000 + i
+            ));
+        }
+        let mut manifests = Manifests::default();
+        manifests.add_yaml("big.yaml", &yaml).expect("a big fleet file parses");
+        assert_eq!(manifests.namespaces["default"].phones.len(), 5_000);
+    }
+
+    #[test]
+    fn alias_bombs_are_still_refused() {
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
+                    g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+        assert!(Manifests::default().add_yaml("bomb.yaml", bomb).is_err());
+    }
 }

@@ -228,7 +228,10 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         let signal = wait(stopped.clone());
         let router = builder.add_service(service);
         tokio::spawn(async move {
-            if let Err(e) = router.serve_with_incoming_shutdown(TcpIncoming::from(grpc), signal).await {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), signal)
+                .await
+            {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         })
