@@ -6,7 +6,6 @@
 //! `cargo bench --bench controller`
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,6 @@
 use std::hint::black_box;
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use asterisk_operator::render;
