@@ -155,11 +155,26 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
         })
         .await;
 
-        // Delete a phone: gone from its node; the subscription that watched it says why it is invalid.
+        // Live resources carry the cleanup finalizer.
+        let p = phone_api.get("sales-2").await.unwrap();
+        assert!(
+            p.meta()
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|f| f == "asterisk.operator.dev/cleanup"))
+        );
+
+        // Delete a phone: gone from its node, then its finalizer is released and the object goes;
+        // the subscription that watched it says why it is invalid.
         phone_api.delete("sales-2", &DeleteParams::default()).await.unwrap();
         let b_node = &nodes["office-b"];
         eventually("4002 gone from office-b", Duration::from_secs(20), || async {
             !b_node.rx("pjsip show endpoints").contains(" 4002/")
+        })
+        .await;
+        eventually("the deleted phone's object gone", Duration::from_secs(20), || {
+            let api = phone_api.clone();
+            async move { api.get_opt("sales-2").await.unwrap().is_none() }
         })
         .await;
         eventually("the BLF subscription invalid", Duration::from_secs(20), || {
@@ -172,6 +187,20 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
                         && c.message.starts_with("spec.targets[1].extension")
                 })
             }
+        })
+        .await;
+
+        // A phone whose node is gone is not held by its finalizer.
+        node_api.delete("office-b", &DeleteParams::default()).await.unwrap();
+        eventually("office-b gone", Duration::from_secs(10), || {
+            let api = node_api.clone();
+            async move { api.get_opt("office-b").await.unwrap().is_none() }
+        })
+        .await;
+        phone_api.delete("sales-1", &DeleteParams::default()).await.unwrap();
+        eventually("sales-1 released although its node is gone", Duration::from_secs(20), || {
+            let api = phone_api.clone();
+            async move { api.get_opt("sales-1").await.unwrap().is_none() }
         })
         .await;
 

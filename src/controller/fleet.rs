@@ -75,6 +75,13 @@ impl FleetReconciler {
         &self.statuses
     }
 
+    /// Has `node`'s agent applied exactly `hash`?
+    pub fn applied(&self, namespace: &str, node: &str, hash: &str) -> bool {
+        self.pushes.get(&(namespace.to_owned(), node.to_owned())).is_some_and(|p| {
+            p.hash == hash && matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok && result.applied_hash == hash)
+        })
+    }
+
     /// Pushes what changed (or is due for a retry) and recomputes every status.
     pub async fn reconcile(&mut self, fleets: &BTreeMap<String, LoadedFleet>) -> ReconcileReport {
         let mut report = ReconcileReport::default();

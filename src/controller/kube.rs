@@ -36,6 +36,10 @@ use crate::topology::{self, Kind, ObjectRef, ResourceSet, phone_secret_ref, trun
 /// The field manager of every status the controller writes.
 pub const FIELD_MANAGER: &str = "asterisk-operator";
 
+/// Finalizer on Phones, Trunks and BlfSubscriptions: their deletion waits until the nodes they
+/// lived on applied a bundle without them (or those nodes are gone).
+pub const FINALIZER: &str = "asterisk.operator.dev/cleanup";
+
 /// Settings of the API-server mode.
 #[derive(Clone, Debug)]
 pub struct KubeOptions {
@@ -205,6 +209,80 @@ async fn reconcile(
     }
     for fleet_ in fleets.values() {
         write_statuses(client, fleet_, fleet.statuses()).await;
+    }
+    finalize(client, stores, &fleets, fleet).await;
+}
+
+/// Adds the finalizer to live Phones, Trunks and BlfSubscriptions, and removes it from deleted
+/// ones once every node they lived on applied a bundle without them, or is gone.
+async fn finalize(
+    client: &Client,
+    stores: &Stores,
+    fleets: &BTreeMap<String, LoadedFleet>,
+    fleet: &FleetReconciler,
+) {
+    // The nodes that must drop a resource before its deletion completes.
+    let done = |ns: &str, nodes: Vec<String>| {
+        nodes.iter().all(|node| match fleets.get(ns).and_then(|f| f.bundles.get(node)) {
+            None => true, // the node is gone or invalid: nothing is left to clean up there
+            Some(bundle) => fleet.applied(ns, node, &bundle.hash),
+        })
+    };
+    for p in stores.phones.state() {
+        let ns = p.namespace().unwrap_or_else(|| "default".into());
+        let release = done(&ns, vec![p.spec.node.clone()]);
+        sync_finalizer(client, &*p, release).await;
+    }
+    for t in stores.trunks.state() {
+        let ns = t.namespace().unwrap_or_else(|| "default".into());
+        let release = done(&ns, t.spec.ends.clone());
+        sync_finalizer(client, &*t, release).await;
+    }
+    for b in stores.blfs.state() {
+        let ns = b.namespace().unwrap_or_else(|| "default".into());
+        let watcher_node = match (&b.spec.watcher.phone, &b.spec.watcher.node) {
+            (Some(phone), _) => stores
+                .phones
+                .state()
+                .iter()
+                .find(|p| p.name_any() == *phone && p.namespace().as_deref() == Some(&ns))
+                .map(|p| p.spec.node.clone()),
+            (None, Some(node)) => Some(node.clone()),
+            _ => None,
+        };
+        let release = done(&ns, watcher_node.into_iter().collect());
+        sync_finalizer(client, &*b, release).await;
+    }
+}
+
+/// Live object without the finalizer: add it. Deleted object with it and `release`: remove it.
+async fn sync_finalizer<K>(client: &Client, resource: &K, release: bool)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = resource.meta();
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    let deleting = meta.deletion_timestamp.is_some();
+    let next: Vec<String> = match (deleting, has) {
+        (false, false) => finalizers.iter().cloned().chain([FINALIZER.to_owned()]).collect(),
+        (true, true) if release => finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect(),
+        _ => return,
+    };
+    let ns = resource.namespace().unwrap_or_else(|| "default".into());
+    let name = resource.name_any();
+    // The resourceVersion makes this a compare-and-swap: a concurrent change to the list fails
+    // the patch and the next reconcile tries again with fresh data.
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": next, "resourceVersion": meta.resource_version}
+    });
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => tracing::debug!(kind = %K::kind(&()), %name, deleting, "finalizer updated"),
+        Err(e) => tracing::warn!(kind = %K::kind(&()), %name, error = %e, "could not update the finalizer"),
     }
 }
 
@@ -572,5 +650,44 @@ mod tests {
         assert_eq!(body["regarding"]["name"], "stray");
         assert!(body["note"].as_str().unwrap().starts_with("spec.extension:"));
         assert_eq!(body["reportingController"], FIELD_MANAGER);
+    }
+
+    #[tokio::test]
+    async fn finalizer_is_added_to_live_resources_and_removed_once_released() {
+        // Live, without the finalizer: it is added, guarded by the resourceVersion.
+        let (client, mut handle) = mock();
+        let mut p = phone("reception");
+        p.metadata.resource_version = Some("41".into());
+        p.metadata.finalizers = Some(vec!["example.com/other".into()]);
+        let reply = serde_json::to_value(&p).unwrap();
+        let server = tokio::spawn(async move { answer(&mut handle, Some(reply)).await });
+        sync_finalizer(&client, &p, false).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::PATCH);
+        assert!(
+            uri.starts_with("/apis/asterisk.operator.dev/v1alpha1/namespaces/default/phones/reception?"),
+            "{uri}"
+        );
+        assert_eq!(body["metadata"]["finalizers"], serde_json::json!(["example.com/other", FINALIZER]));
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
+
+        // Being deleted, not released yet (its node has not applied a bundle without it): no call.
+        let (client, _handle) = mock();
+        let mut deleting = p.clone();
+        deleting.metadata.finalizers = Some(vec!["example.com/other".into(), FINALIZER.into()]);
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let waited =
+            tokio::time::timeout(Duration::from_secs(1), sync_finalizer(&client, &deleting, false)).await;
+        assert!(waited.is_ok(), "no request while the node still has the phone");
+
+        // Released: only our finalizer goes, the other controller's stays.
+        let (client, mut handle) = mock();
+        let reply = serde_json::to_value(&deleting).unwrap();
+        let server = tokio::spawn(async move { answer(&mut handle, Some(reply)).await });
+        sync_finalizer(&client, &deleting, true).await;
+        let (_, _, body) = server.await.unwrap();
+        assert_eq!(body["metadata"]["finalizers"], serde_json::json!(["example.com/other"]));
     }
 }
