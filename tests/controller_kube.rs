@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use asterisk_operator::controller::fleet::AgentAccess;
 use asterisk_operator::controller::kube::{KubeOptions, run};
+use asterisk_operator::controller::metrics::{ControllerMetrics, serve};
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -93,15 +94,23 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
             create(&client, r).await;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let client_for_controller = client.clone();
         let opts = KubeOptions {
             agents: AgentAccess::default(),
             secrets_file: Some(secrets_file.clone()),
             resync: Duration::from_secs(2),
             debounce: Duration::from_millis(100),
         };
-        let controller = tokio::spawn(run(client.clone(), opts, async {
-            let _ = stopped.await;
-        }));
+        let metrics = std::sync::Arc::new(ControllerMetrics::default());
+        let (http, _task) =
+            serve("127.0.0.1:0".parse().unwrap(), metrics.clone(), Duration::from_secs(60)).await.unwrap();
+        let m = metrics.clone();
+        let controller = tokio::spawn(async move {
+            run(client_for_controller, opts, &m, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
 
         let node_api: Api<AsteriskNode> = Api::namespaced(client.clone(), "default");
         let phone_api: Api<Phone> = Api::namespaced(client.clone(), "default");
@@ -122,6 +131,18 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
             })
             .await;
         }
+        // The controller's own probes and metrics.
+        let (code, _) = ag::get(http, "/readyz");
+        assert_eq!(code, 200);
+        let (code, body) = ag::get(http, "/metrics");
+        assert_eq!(code, 200);
+        let m = ag::parse_metrics(&body);
+        assert_eq!(ag::value(&m, "asterisk_operator_nodes_ready"), 2.0, "{body}");
+        assert!(ag::value(&m, r#"asterisk_operator_bundles_pushed_total{result="ok"}"#) >= 2.0, "{body}");
+        assert!(
+            ag::value(&m, r#"asterisk_operator_resources{kind="Phone",result="ready"}"#) >= 4.0,
+            "{body}"
+        );
         let a = node_api.get_status("office-a").await.unwrap();
         let st = a.status.unwrap();
         assert_eq!(st.phones, Some(2));

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::fleet::AgentAccess;
 use super::kube::{self as kube_mode, KubeError, KubeOptions};
 use super::manifests::{self, ManifestsError, ManifestsOptions};
+use super::metrics::{self, ControllerMetrics};
 use crate::agent::client::read_secret_file;
 use crate::agent::error::AgentError;
 
@@ -42,6 +45,9 @@ pub struct ControllerArgs {
     /// Client key (PEM) for mTLS to the agents.
     #[arg(long, env = "AO_CONTROLLER_AGENT_KEY", requires = "agent_cert")]
     pub agent_key: Option<PathBuf>,
+    /// Address of `/metrics`, `/healthz` and `/readyz` (not served with `--once`).
+    #[arg(long, env = "AO_CONTROLLER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: std::net::SocketAddr,
     /// Log format.
     #[arg(long, env = "AO_CONTROLLER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -77,15 +83,31 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
         timeout: None,
     };
     let interval = Duration::from_secs_f64(args.interval);
-    if args.manifests.is_empty() {
-        let client = kube::Client::try_default().await.map_err(ControllerError::KubeConfig)?;
+    // Without --manifests: fail on a missing cluster configuration before binding anything.
+    let client = match args.manifests.is_empty() {
+        true => Some(kube::Client::try_default().await.map_err(ControllerError::KubeConfig)?),
+        false => None,
+    };
+    let metrics = Arc::new(ControllerMetrics::default());
+    let _http = if args.once {
+        None
+    } else {
+        // Unhealthy when no pass finished for ten intervals (at least a minute): a stuck loop.
+        let stale = (interval * 10).max(Duration::from_secs(60));
+        let (addr, task) = metrics::serve(args.http_listen, metrics.clone(), stale)
+            .await
+            .map_err(|source| AgentError::Bind { what: "HTTP", addr: args.http_listen, source })?;
+        tracing::info!(http = %addr, "serving /metrics, /healthz, /readyz");
+        Some(task)
+    };
+    if let Some(client) = client {
         let opts = KubeOptions {
             agents,
             secrets_file: args.secrets_file.clone(),
             resync: interval,
             debounce: Duration::from_millis(200),
         };
-        kube_mode::run(client, opts, crate::agent::cli::shutdown_signal()).await?;
+        kube_mode::run(client, opts, &metrics, crate::agent::cli::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ManifestsOptions {
@@ -94,13 +116,8 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
         secrets_file: args.secrets_file.clone().unwrap_or_else(|| "controller-secrets.yaml".into()),
         agents,
     };
-    let report = manifests::run(
-        opts,
-        Duration::from_secs_f64(args.interval),
-        args.once,
-        crate::agent::cli::shutdown_signal(),
-    )
-    .await?;
+    let report =
+        manifests::run(opts, interval, args.once, &metrics, crate::agent::cli::shutdown_signal()).await?;
     if args.once {
         for (node, ok) in &report.pushed {
             println!("{node}: {}", if *ok { "applied" } else { "NOT applied (see the status file)" });

@@ -25,7 +25,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::events::{Notice, notices};
-use super::fleet::{AgentAccess, FleetReconciler};
+use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
 use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
 use crate::offline::{self, LoadedFleet};
@@ -110,6 +111,7 @@ async fn secrets_served(client: &Client) -> bool {
 pub async fn run(
     client: Client,
     opts: KubeOptions,
+    metrics: &ControllerMetrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), KubeError> {
     client.apiserver_version().await?;
@@ -154,7 +156,9 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     loop {
-        reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
+        let started = std::time::Instant::now();
+        let report = reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
+        metrics.observe(&report, fleet.statuses(), started.elapsed());
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
@@ -174,7 +178,7 @@ async fn reconcile(
     opts: &KubeOptions,
     fleet: &mut FleetReconciler,
     events: &mut Events,
-) {
+) -> ReconcileReport {
     // Group by namespace (a fleet is one namespace).
     let mut grouped: BTreeMap<String, ResourceSet> = BTreeMap::new();
     for r in live(&stores.nodes) {
@@ -211,6 +215,7 @@ async fn reconcile(
         write_statuses(client, fleet_, fleet.statuses()).await;
     }
     finalize(client, stores, &fleets, fleet).await;
+    report
 }
 
 /// Adds the finalizer to live Phones, Trunks and BlfSubscriptions, and removes it from deleted

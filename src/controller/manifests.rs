@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
 use crate::offline::{self, OfflineError};
 use crate::topology::ObjectRef;
@@ -106,12 +107,15 @@ pub async fn run(
     opts: ManifestsOptions,
     interval: Duration,
     once: bool,
+    metrics: &ControllerMetrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ReconcileReport, ManifestsError> {
     let mut controller = ManifestsController::new(opts);
     tokio::pin!(shutdown);
     loop {
+        let started = std::time::Instant::now();
         let report = controller.reconcile().await?;
+        metrics.observe(&report, controller.statuses(), started.elapsed());
         for e in &report.errors {
             tracing::warn!(error = %e, "invalid resource");
         }

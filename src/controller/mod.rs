@@ -12,4 +12,5 @@ pub mod events;
 pub mod fleet;
 pub mod kube;
 pub mod manifests;
+pub mod metrics;
 pub mod status;

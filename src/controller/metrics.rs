@@ -1,0 +1,206 @@
+//! The controller's Prometheus metrics and probes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::fleet::ReconcileReport;
+use super::status::ResourceStatus;
+use crate::agent::metrics::ResultLabel;
+use crate::topology::ObjectRef;
+
+/// `{kind, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindResult {
+    /// Resource kind.
+    pub kind: String,
+    /// `ready` or `not_ready`.
+    pub result: String,
+}
+
+/// The controller's metrics.
+pub struct ControllerMetrics {
+    registry: Registry,
+    /// Reconcile passes, by outcome (`ok`: everything valid and applied; `degraded`).
+    pub reconciles: Family<ResultLabel, Counter>,
+    /// Duration of a reconcile pass.
+    pub reconcile_duration: Histogram,
+    /// Bundles pushed to agents, by result (`ok`, `failed`).
+    pub bundles_pushed: Family<ResultLabel, Counter>,
+    /// Resources by kind and readiness, after the last pass.
+    pub resources: Family<KindResult, Gauge>,
+    /// AsteriskNodes whose Ready condition is True.
+    pub nodes_ready: Gauge,
+    /// Unix time of the last finished reconcile pass (for liveness).
+    last_pass: Arc<AtomicI64>,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = ControllerMetrics {
+            reconciles: Family::default(),
+            reconcile_duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            bundles_pushed: Family::default(),
+            resources: Family::default(),
+            nodes_ready: Gauge::default(),
+            last_pass: Arc::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "asterisk_operator_reconciles",
+            "Reconcile passes by outcome",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "asterisk_operator_reconcile_duration_seconds",
+            "Duration of a reconcile pass",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "asterisk_operator_bundles_pushed",
+            "Bundles pushed to agents by result",
+            m.bundles_pushed.clone(),
+        );
+        registry.register(
+            "asterisk_operator_resources",
+            "Resources by kind and readiness",
+            m.resources.clone(),
+        );
+        registry.register(
+            "asterisk_operator_nodes_ready",
+            "AsteriskNodes that are Ready",
+            m.nodes_ready.clone(),
+        );
+        ControllerMetrics { registry, ..m }
+    }
+}
+
+impl ControllerMetrics {
+    /// Records one reconcile pass.
+    pub fn observe(
+        &self,
+        report: &ReconcileReport,
+        statuses: &BTreeMap<ObjectRef, ResourceStatus>,
+        took: Duration,
+    ) {
+        let clean = report.errors.is_empty() && report.pushed.values().all(|ok| *ok);
+        let result = if clean { "ok" } else { "degraded" };
+        self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        for ok in report.pushed.values() {
+            let result = if *ok { "ok" } else { "failed" };
+            self.bundles_pushed.get_or_create(&ResultLabel { result: result.into() }).inc();
+        }
+        self.resources.clear();
+        let mut nodes_ready = 0;
+        for (object, status) in statuses {
+            let ready = status.conditions().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let label = KindResult {
+                kind: object.kind.as_str().into(),
+                result: if ready { "ready" } else { "not_ready" }.into(),
+            };
+            self.resources.get_or_create(&label).inc();
+            if ready && object.kind == crate::topology::Kind::AsteriskNode {
+                nodes_ready += 1;
+            }
+        }
+        self.nodes_ready.set(nodes_ready);
+        self.last_pass.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+
+    /// Seconds since the last finished pass, `None` before the first.
+    pub fn since_last_pass(&self) -> Option<i64> {
+        let last = self.last_pass.load(Ordering::Relaxed);
+        (last > 0).then(|| unix_now() - last)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Serves `/metrics`, `/healthz` (a pass finished within `stale_after`) and `/readyz` (at least
+/// one pass finished) on `addr` until the returned task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<ControllerMetrics>,
+    stale_after: Duration,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_page))
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .with_state((metrics, stale_after));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "controller HTTP server failed");
+        }
+    });
+    Ok((local, task))
+}
+
+type Shared = (Arc<ControllerMetrics>, Duration);
+
+async fn metrics_page(State((m, _)): State<Shared>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+}
+
+async fn healthz(State((m, stale)): State<Shared>) -> impl IntoResponse {
+    match m.since_last_pass() {
+        Some(s) if s > stale.as_secs() as i64 => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("the last reconcile finished {s} s ago\n"))
+        }
+        _ => (StatusCode::OK, "ok\n".to_owned()),
+    }
+}
+
+async fn readyz(State((m, _)): State<Shared>) -> impl IntoResponse {
+    match m.since_last_pass() {
+        Some(_) => (StatusCode::OK, "ready\n"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no reconcile finished yet\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_is_counted_with_its_pushes_and_ready_resources() {
+        let m = ControllerMetrics::default();
+        assert_eq!(m.since_last_pass(), None);
+        let report = ReconcileReport {
+            pushed: BTreeMap::from([("default/a".into(), true), ("default/b".into(), false)]),
+            ..ReconcileReport::default()
+        };
+        m.observe(&report, &BTreeMap::new(), Duration::from_millis(3));
+        let text = m.encode();
+        assert!(text.contains("asterisk_operator_reconciles_total{result=\"degraded\"} 1"), "{text}");
+        assert!(text.contains("asterisk_operator_bundles_pushed_total{result=\"failed\"} 1"), "{text}");
+        assert!(text.contains("asterisk_operator_bundles_pushed_total{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("asterisk_operator_nodes_ready 0"), "{text}");
+        assert_eq!(m.since_last_pass(), Some(0));
+    }
+}
