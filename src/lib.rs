@@ -7,6 +7,7 @@ pub mod agent;
 pub mod ami;
 pub mod crd;
 pub mod manifest;
+pub mod mesh;
 pub mod offline;
 pub mod render;
 pub mod secret;

@@ -1,0 +1,367 @@
+//! Pure state tables of the mesh: what an owner exports, what a watcher mirrors.
+//!
+//! Values in, values out, no I/O: the agent feeds them AMI events and stream messages and
+//! writes what [`MirrorTable::take_pending`] returns with one AMI `Setvar` each.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ami::{DeviceState, ExtensionState};
+use crate::render::MeshPlan;
+
+/// Where an update stands in its owner's history: a new epoch on every owner restart, then a
+/// sequence number that only grows within the epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Changes when the owner agent restarts.
+    pub epoch: u64,
+    /// Grows with every change the owner sends within an epoch.
+    pub seq: u64,
+}
+
+/// One extension's state as its owner reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateUpdate {
+    /// The extension on the owning node.
+    pub extension: String,
+    /// Its state, as a device state (what `Setvar DEVICE_STATE(Custom:…)` takes).
+    pub state: DeviceState,
+    /// Its place in the owner's history.
+    pub version: Version,
+}
+
+/// The extension states an owner exports, with the versions it hands out.
+#[derive(Clone, Debug)]
+pub struct ExportTable {
+    epoch: u64,
+    seq: u64,
+    /// Exported extension → (hint context, last state and its version).
+    exports: BTreeMap<String, (String, Option<(DeviceState, Version)>)>,
+}
+
+impl ExportTable {
+    /// An empty table for a new epoch (pick one that grows across restarts, e.g. start time).
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, seq: 0, exports: BTreeMap::new() }
+    }
+
+    /// The owner's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Sets which extensions are exported (from the node's mesh plan); keeps known states.
+    pub fn set_plan(&mut self, plan: &MeshPlan) {
+        let mut next = BTreeMap::new();
+        for export in &plan.exports {
+            let known = self.exports.remove(&export.extension).and_then(|(_, s)| s);
+            next.insert(export.extension.clone(), (export.context.clone(), known));
+        }
+        self.exports = next;
+    }
+
+    /// Is `extension` exported?
+    pub fn exports(&self, extension: &str) -> bool {
+        self.exports.contains_key(extension)
+    }
+
+    /// Feeds one observed hint state (AMI ExtensionStatus or ExtensionStateList). Returns the
+    /// update to send when the extension is exported from that context and its state changed.
+    /// Mirrored hints live in another context, so imported states never leave again.
+    pub fn observe(&mut self, extension: &str, context: &str, state: ExtensionState) -> Option<StateUpdate> {
+        let (export_context, last) = self.exports.get_mut(extension)?;
+        if export_context != context {
+            return None;
+        }
+        let state = state.to_device_state();
+        if last.is_some_and(|(s, _)| s == state) {
+            return None;
+        }
+        self.seq += 1;
+        let version = Version { epoch: self.epoch, seq: self.seq };
+        *last = Some((state, version));
+        Some(StateUpdate { extension: extension.to_owned(), state, version })
+    }
+
+    /// The current state of every exported extension in `interest` (a subscriber's snapshot).
+    /// Extensions not observed yet are reported UNKNOWN→UNAVAILABLE: never idle by default.
+    pub fn snapshot<'a>(&self, interest: impl IntoIterator<Item = &'a str>) -> Vec<StateUpdate> {
+        let now = Version { epoch: self.epoch, seq: self.seq };
+        interest
+            .into_iter()
+            .filter_map(|ext| {
+                let (_, last) = self.exports.get(ext)?;
+                let (state, version) = last.unwrap_or((DeviceState::Unavailable, now));
+                Some(StateUpdate { extension: ext.to_owned(), state, version })
+            })
+            .collect()
+    }
+}
+
+/// What happened to an incoming update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newer than what the table had: the mirrored state follows it.
+    Accepted,
+    /// Not newer than what the table had (an older epoch or sequence): ignored.
+    Stale,
+    /// This node does not mirror that extension from that owner.
+    NotWatched,
+}
+
+#[derive(Clone, Debug)]
+struct Mirror {
+    device: String,
+    desired: DeviceState,
+    version: Version,
+    /// The owner was lost: the next update with the same version must still restore the truth.
+    lost: bool,
+    written: Option<DeviceState>,
+}
+
+/// A watcher's mirrored states: per (owner, extension), the custom device state to keep equal to
+/// the owner's, what was last written, and what is pending. Bursts coalesce: only the latest
+/// state of an extension is ever pending.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorTable {
+    mirrors: BTreeMap<(String, String), Mirror>,
+    /// Custom device → its (owner, extension) key.
+    devices: BTreeMap<String, (String, String)>,
+    pending: BTreeSet<(String, String)>,
+}
+
+impl MirrorTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets what this node mirrors (its mesh plan's sources). New mirrors start UNAVAILABLE
+    /// until their owner's snapshot arrives; dropped ones are forgotten. Returns the owners
+    /// to subscribe to, sorted.
+    pub fn set_plan(&mut self, plan: &MeshPlan) -> Vec<String> {
+        let mut next = BTreeMap::new();
+        for source in &plan.sources {
+            for import in &source.imports {
+                let key = (source.node.clone(), import.extension.clone());
+                let mirror = self.mirrors.remove(&key).unwrap_or_else(|| Mirror {
+                    device: import.device.clone(),
+                    desired: DeviceState::Unavailable,
+                    version: Version::default(),
+                    lost: true,
+                    written: None,
+                });
+                next.insert(key, mirror);
+            }
+        }
+        self.mirrors = next;
+        self.devices = self.mirrors.iter().map(|(k, m)| (m.device.clone(), k.clone())).collect();
+        self.pending = self
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.written != Some(m.desired))
+            .map(|(k, _)| k.clone())
+            .collect();
+        plan.sources.iter().map(|s| s.node.clone()).collect()
+    }
+
+    /// Extensions mirrored from `owner` (what to subscribe with).
+    pub fn interest(&self, owner: &str) -> Vec<String> {
+        self.mirrors.keys().filter(|(o, _)| o == owner).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Applies one update from `owner` (snapshot entries and stream changes alike).
+    pub fn apply(&mut self, owner: &str, update: &StateUpdate) -> Outcome {
+        let key = (owner.to_owned(), update.extension.clone());
+        let Some(mirror) = self.mirrors.get_mut(&key) else { return Outcome::NotWatched };
+        let newer = update.version > mirror.version || (mirror.lost && update.version >= mirror.version);
+        if !newer {
+            return Outcome::Stale;
+        }
+        mirror.version = update.version;
+        mirror.lost = false;
+        mirror.desired = update.state;
+        if mirror.written != Some(update.state) {
+            self.pending.insert(key);
+        } else {
+            self.pending.remove(&key);
+        }
+        Outcome::Accepted
+    }
+
+    /// The owner stopped answering: every state mirrored from it goes UNAVAILABLE (a lamp must
+    /// never show idle for a server that is gone) until its next snapshot.
+    pub fn owner_lost(&mut self, owner: &str) {
+        for (key, mirror) in self.mirrors.iter_mut().filter(|((o, _), _)| o == owner) {
+            mirror.lost = true;
+            mirror.desired = DeviceState::Unavailable;
+            if mirror.written != Some(DeviceState::Unavailable) {
+                self.pending.insert(key.clone());
+            }
+        }
+    }
+
+    /// How many writes are waiting.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes up to `max` pending writes: (custom device, state), the latest state of each.
+    pub fn take_pending(&mut self, max: usize) -> Vec<(String, DeviceState)> {
+        let keys: Vec<_> = self.pending.iter().take(max).cloned().collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                self.pending.remove(&key);
+                self.mirrors.get(&key).map(|m| (m.device.clone(), m.desired))
+            })
+            .collect()
+    }
+
+    /// Records that `device` now holds `state` in Asterisk.
+    pub fn written(&mut self, device: &str, state: DeviceState) {
+        if let Some(m) = self.devices.get(device).and_then(|k| self.mirrors.get_mut(k)) {
+            m.written = Some(state);
+        }
+    }
+
+    /// A write failed: put it back so it is retried.
+    pub fn retry(&mut self, device: &str) {
+        if let Some(key) = self.devices.get(device) {
+            self.pending.insert(key.clone());
+        }
+    }
+
+    /// The state this node should show for `device`, if it mirrors it.
+    pub fn desired(&self, device: &str) -> Option<DeviceState> {
+        self.devices.get(device).and_then(|k| self.mirrors.get(k)).map(|m| m.desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{MeshExport, MeshImport, MeshSource};
+
+    fn plan() -> MeshPlan {
+        MeshPlan {
+            node: "office-a".into(),
+            sources: vec![MeshSource {
+                node: "office-b".into(),
+                endpoint: None,
+                imports: ["4001", "4002"]
+                    .iter()
+                    .map(|e| MeshImport { extension: e.to_string(), device: format!("Custom:office-b-{e}") })
+                    .collect(),
+            }],
+            exports: vec![MeshExport {
+                extension: "3001".into(),
+                context: "operator-local".into(),
+                watchers: vec!["office-b".into()],
+            }],
+        }
+    }
+
+    fn update(ext: &str, state: DeviceState, epoch: u64, seq: u64) -> StateUpdate {
+        StateUpdate { extension: ext.into(), state, version: Version { epoch, seq } }
+    }
+
+    #[test]
+    fn new_mirrors_start_unavailable_never_idle() {
+        let mut t = MirrorTable::new();
+        assert_eq!(t.set_plan(&plan()), vec!["office-b"]);
+        assert_eq!(t.interest("office-b"), vec!["4001", "4002"]);
+        let mut writes = t.take_pending(10);
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            writes,
+            vec![
+                ("Custom:office-b-4001".into(), DeviceState::Unavailable),
+                ("Custom:office-b-4002".into(), DeviceState::Unavailable)
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_updates_are_ignored_and_new_epochs_win() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::InUse, 5, 10)), Outcome::Accepted);
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::NotInUse, 5, 9)), Outcome::Stale);
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::NotInUse, 4, 99)), Outcome::Stale);
+        assert_eq!(t.desired("Custom:office-b-4001"), Some(DeviceState::InUse));
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::Ringing, 6, 1)), Outcome::Accepted);
+        assert_eq!(t.desired("Custom:office-b-4001"), Some(DeviceState::Ringing));
+        assert_eq!(t.apply("office-c", &update("4001", DeviceState::Busy, 9, 9)), Outcome::NotWatched);
+        assert_eq!(t.apply("office-b", &update("4999", DeviceState::Busy, 9, 9)), Outcome::NotWatched);
+    }
+
+    #[test]
+    fn bursts_coalesce_to_the_latest_state() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        t.take_pending(10);
+        for seq in 1..=1000u64 {
+            let state = if seq % 2 == 0 { DeviceState::InUse } else { DeviceState::Ringing };
+            t.apply("office-b", &update("4002", state, 1, seq));
+        }
+        assert_eq!(t.pending_len(), 1, "one write however long the burst");
+        assert_eq!(t.take_pending(10), vec![("Custom:office-b-4002".into(), DeviceState::InUse)]);
+    }
+
+    #[test]
+    fn a_lost_owner_goes_unavailable_and_its_snapshot_restores_the_truth() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        t.apply("office-b", &update("4001", DeviceState::InUse, 1, 3));
+        for (device, state) in t.take_pending(10) {
+            t.written(&device, state);
+        }
+        t.owner_lost("office-b");
+        let writes = t.take_pending(10);
+        // 4002 never left UNAVAILABLE, so only 4001 needs a write.
+        assert_eq!(writes, vec![("Custom:office-b-4001".into(), DeviceState::Unavailable)]);
+        for (device, state) in writes {
+            t.written(&device, state);
+        }
+        // Same epoch and sequence as before the loss: still restores (nothing changed meanwhile).
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::InUse, 1, 3)), Outcome::Accepted);
+        assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
+        // But once restored, a repeat of the same version is stale.
+        assert_eq!(t.apply("office-b", &update("4001", DeviceState::NotInUse, 1, 3)), Outcome::Stale);
+    }
+
+    #[test]
+    fn no_write_when_asterisk_already_shows_the_state() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        for (device, state) in t.take_pending(10) {
+            t.written(&device, state);
+        }
+        t.apply("office-b", &update("4001", DeviceState::Unavailable, 1, 1));
+        assert_eq!(t.pending_len(), 0);
+    }
+
+    #[test]
+    fn exports_only_changes_of_exported_local_hints() {
+        let mut e = ExportTable::new(7);
+        e.set_plan(&plan());
+        assert_eq!(e.observe("3002", "operator-local", ExtensionState::InUse), None, "not watched by anyone");
+        assert_eq!(
+            e.observe("3001", "operator-routes", ExtensionState::InUse),
+            None,
+            "mirrored hints never re-export"
+        );
+        let u = e.observe("3001", "operator-local", ExtensionState::InUse).unwrap();
+        assert_eq!((u.state, u.version), (DeviceState::InUse, Version { epoch: 7, seq: 1 }));
+        assert_eq!(e.observe("3001", "operator-local", ExtensionState::InUse), None, "no change, no update");
+        let u = e.observe("3001", "operator-local", ExtensionState::Idle).unwrap();
+        assert_eq!((u.state, u.version.seq), (DeviceState::NotInUse, 2));
+        assert_eq!(e.snapshot(["3001", "3002"]), vec![u]);
+    }
+
+    #[test]
+    fn unobserved_exports_snapshot_as_unavailable() {
+        let mut e = ExportTable::new(1);
+        e.set_plan(&plan());
+        assert_eq!(e.snapshot(["3001"])[0].state, DeviceState::Unavailable);
+    }
+}
