@@ -4,3 +4,4 @@
 pub mod apiserver;
 pub mod asterisk;
 pub mod fleet;
+pub mod mesh;
