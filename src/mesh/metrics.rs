@@ -153,12 +153,13 @@ mod tests {
         m.updates_sent.inc();
         m.propagation_latency.observe(0.0004);
         m.peer_up.get_or_create(&PeerLabel { peer: "office-b".into() }).set(1);
+        m.heartbeat_age.get_or_create(&PeerLabel { peer: "office-b".into() }).set(0.25);
         let text = m.encode();
         for needle in [
             "asterisk_agent_mesh_updates_sent_total 1\n",
             "asterisk_agent_mesh_propagation_latency_seconds_count 1\n",
             "asterisk_agent_mesh_peer_up{peer=\"office-b\"} 1\n",
-            "# TYPE asterisk_agent_mesh_heartbeat_age_seconds gauge\n",
+            "asterisk_agent_mesh_heartbeat_age_seconds{peer=\"office-b\"} 0.25\n",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
