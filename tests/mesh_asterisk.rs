@@ -118,3 +118,64 @@ async fn two_offices_mirror_every_state_survive_restarts_and_bursts() {
     owner.stop().await;
     watcher.stop().await;
 }
+
+/// A real SIP phone (baresip) registers as 4001 on office-b, answers a call and hangs up:
+/// office-a's mirrored lamp follows (UNAVAILABLE → NOT_INUSE → INUSE → NOT_INUSE), and goes
+/// UNAVAILABLE again when the phone leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_phone_on_office_b_drives_office_a_lamp() {
+    use asterisk_operator::ami::Action;
+    use support::baresip::{Baresip, phone_password};
+
+    let (bundles, nodes) = m::boot("two-offices", &[]);
+    let (a, b) = (&nodes["office-a"], &nodes["office-b"]);
+    let pki = Pki::new("phone");
+    let (tls_a, tls_b) = (pki.issue("a", "office-a"), pki.issue("b", "office-b"));
+    let owners = BTreeMap::from([("office-b".to_owned(), b.addr)]);
+    let owner =
+        TestMesh::start(b, bundles["office-b"].mesh.clone(), m::config("office-b", &owners, Some(&tls_b)))
+            .await;
+    let watcher =
+        TestMesh::start(a, bundles["office-a"].mesh.clone(), m::config("office-a", &owners, Some(&tls_a)))
+            .await;
+    let (obs_a, obs_b) = (observer(a).await, observer(b).await);
+    let lamp = "Custom:office-b-4001";
+    m::wait_device(&obs_a, lamp, DeviceState::Unavailable, Duration::from_secs(5)).await;
+
+    let password = phone_password(&bundles["office-b"].files[asterisk_operator::render::PJSIP_FILE], "4001");
+    let mut phone = Baresip::start(support::asterisk::fresh_address(), b.addr, "4001", &password);
+    let registered = tokio::time::timeout(
+        Duration::from_secs(15),
+        m::wait_device(&obs_a, lamp, DeviceState::NotInUse, Duration::from_secs(15)),
+    )
+    .await;
+    assert!(registered.is_ok(), "the phone never registered; baresip log:\n{}", phone.log());
+    assert_eq!(m::hint_state(&obs_a, "4001", "operator-routes").await, ExtensionState::Idle);
+
+    // A call to the phone: it answers (answermode=auto) and is in use for 3 s.
+    let originate = Action::new("Originate")
+        .header("Channel", "PJSIP/4001")
+        .header("Application", "Wait")
+        .header("Data", "3")
+        .header("Async", "true");
+    obs_b.send(originate).await.expect("Originate");
+    let in_use = tokio::time::timeout(
+        Duration::from_secs(10),
+        m::wait_device(&obs_a, lamp, DeviceState::InUse, Duration::from_secs(10)),
+    )
+    .await;
+    assert!(
+        in_use.is_ok(),
+        "the lamp never showed the call; baresip log:\n{}\noffice-b log:\n{}",
+        phone.log(),
+        b.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(m::hint_state(&obs_b, "4001", "operator-local").await, ExtensionState::InUse);
+    m::wait_device(&obs_a, lamp, DeviceState::NotInUse, Duration::from_secs(10)).await;
+
+    // The phone leaves (unregisters): UNAVAILABLE.
+    phone.stop();
+    m::wait_device(&obs_a, lamp, DeviceState::Unavailable, Duration::from_secs(10)).await;
+    owner.stop().await;
+    watcher.stop().await;
+}

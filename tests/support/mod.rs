@@ -3,5 +3,6 @@
 
 pub mod apiserver;
 pub mod asterisk;
+pub mod baresip;
 pub mod fleet;
 pub mod mesh;
