@@ -179,3 +179,91 @@ async fn a_real_phone_on_office_b_drives_office_a_lamp() {
     owner.stop().await;
     watcher.stop().await;
 }
+
+/// three-sites: HQ mirrors 5001 (north), 6001 and 7001 (south); north mirrors 6001. Every state
+/// of every exported extension reaches every watcher; a new BLF target (north starts watching
+/// 7001) and its removal take effect without restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sites_mirror_to_every_watcher_and_follow_interest_changes() {
+    use asterisk_operator::render::MeshImport;
+
+    let (bundles, nodes) = m::boot("three-sites", &["5001", "6001", "7001"]);
+    let pki = Pki::new("three");
+    let owners: BTreeMap<String, _> = nodes.iter().map(|(n, a)| (n.clone(), a.addr)).collect();
+    let mut meshes = BTreeMap::new();
+    let mut obs = BTreeMap::new();
+    for (name, asterisk) in &nodes {
+        let tls = pki.issue(name, name);
+        let mesh =
+            TestMesh::start(asterisk, bundles[name].mesh.clone(), m::config(name, &owners, Some(&tls))).await;
+        meshes.insert(name.clone(), mesh);
+        obs.insert(name.clone(), observer(asterisk).await);
+    }
+    // (owner, extension, watchers)
+    let exported = [
+        ("branch-north", "5001", &["hq"][..]),
+        ("branch-south", "6001", &["branch-north", "hq"][..]),
+        ("branch-south", "7001", &["hq"][..]),
+    ];
+    for state in STATES {
+        for (owner, ext, watchers) in exported {
+            m::set_state(&obs[owner], &drive_device(ext), state).await;
+            for w in watchers {
+                let device = format!("Custom:{owner}-{ext}");
+                m::wait_device(&obs[*w], &device, state, Duration::from_secs(2)).await;
+                assert_eq!(
+                    m::hint_state(&obs[*w], ext, "operator-routes").await,
+                    ExtensionState::from(state)
+                );
+            }
+        }
+    }
+
+    // A new BLF key: north starts watching 7001 (both plans change, nothing restarts).
+    m::set_state(&obs["branch-south"], &drive_device("7001"), DeviceState::Busy).await;
+    let device = "Custom:branch-south-7001";
+    let mut north_plan = bundles["branch-north"].mesh.clone();
+    north_plan.sources[0].imports.push(MeshImport { extension: "7001".into(), device: device.into() });
+    let mut south_plan = bundles["branch-south"].mesh.clone();
+    south_plan
+        .exports
+        .iter_mut()
+        .find(|e| e.extension == "7001")
+        .unwrap()
+        .watchers
+        .push("branch-north".into());
+    meshes["branch-south"].plan.send_replace(south_plan);
+    meshes["branch-north"].plan.send_replace(north_plan.clone());
+    m::wait_device(&obs["branch-north"], device, DeviceState::Busy, Duration::from_secs(2)).await;
+    m::set_state(&obs["branch-south"], &drive_device("7001"), DeviceState::Ringing).await;
+    m::wait_device(&obs["branch-north"], device, DeviceState::Ringing, Duration::from_secs(2)).await;
+    let text = meshes["branch-north"].node.metrics().encode();
+    assert!(
+        text.contains("asterisk_agent_mesh_owners_lost_total 0\n"),
+        "the link was not restarted:\n{text}"
+    );
+
+    // And it goes away again: north stops following 7001, the rest keeps flowing.
+    north_plan.sources[0].imports.retain(|i| i.extension != "7001");
+    meshes["branch-north"].plan.send_replace(north_plan);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m::set_state(&obs["branch-south"], &drive_device("7001"), DeviceState::InUse).await;
+    m::set_state(&obs["branch-south"], &drive_device("6001"), DeviceState::OnHold).await;
+    m::wait_device(
+        &obs["branch-north"],
+        "Custom:branch-south-6001",
+        DeviceState::OnHold,
+        Duration::from_secs(2),
+    )
+    .await;
+    m::wait_device(&obs["hq"], device, DeviceState::InUse, Duration::from_secs(2)).await;
+    assert_eq!(
+        m::device_state(&obs["branch-north"], device).await,
+        "RINGING",
+        "an unwatched extension still flowed"
+    );
+
+    for (_, mesh) in meshes {
+        mesh.stop().await;
+    }
+}
