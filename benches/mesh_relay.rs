@@ -14,7 +14,7 @@
 //! are distributions over thousands of events, printed as a Markdown table.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +78,7 @@ fn child(json: &str) {
         while let Some(cmd) = rx.recv().await {
             if cmd == "metrics" {
                 let mut out = std::io::stdout().lock();
-                let _ = write!(out, "{}END\n", node.metrics().encode());
+                let _ = writeln!(out, "{}END", node.metrics().encode());
                 let _ = out.flush();
             }
         }
