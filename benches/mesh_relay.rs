@@ -179,11 +179,11 @@ async fn raw_login(
     let mut buf = vec![0u8; 65536];
     loop {
         while let Some(f) = dec.next_frame() {
-            if let Ok(Frame::Message(m)) = f {
-                if m.action_id() == Some("login") {
-                    assert!(!m.is_error(), "AMI login refused");
-                    return (rd, wr, dec);
-                }
+            if let Ok(Frame::Message(m)) = f
+                && m.action_id() == Some("login")
+            {
+                assert!(!m.is_error(), "AMI login refused");
+                return (rd, wr, dec);
             }
         }
         let n = rd.read(&mut buf).await.unwrap();
