@@ -182,7 +182,8 @@ async fn a_real_phone_on_office_b_drives_office_a_lamp() {
 
 /// three-sites: HQ mirrors 5001 (north), 6001 and 7001 (south); north mirrors 6001. Every state
 /// of every exported extension reaches every watcher; a new BLF target (north starts watching
-/// 7001) and its removal take effect without restarting anything.
+/// 7001; its plan changes before the owner's) and its removal take effect without restarting
+/// anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_sites_mirror_to_every_watcher_and_follow_interest_changes() {
     use asterisk_operator::render::MeshImport;
@@ -232,8 +233,16 @@ async fn three_sites_mirror_to_every_watcher_and_follow_interest_changes() {
         .unwrap()
         .watchers
         .push("branch-north".into());
-    meshes["branch-south"].plan.send_replace(south_plan);
+    // The watcher's plan arrives first: the owner refuses 7001 to it until its own plan says
+    // north is a watcher, then sends it on the open stream.
     meshes["branch-north"].plan.send_replace(north_plan.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        m::device_state(&obs["branch-north"], device).await,
+        "UNAVAILABLE",
+        "sent before it was allowed"
+    );
+    meshes["branch-south"].plan.send_replace(south_plan);
     m::wait_device(&obs["branch-north"], device, DeviceState::Busy, Duration::from_secs(2)).await;
     m::set_state(&obs["branch-south"], &drive_device("7001"), DeviceState::Ringing).await;
     m::wait_device(&obs["branch-north"], device, DeviceState::Ringing, Duration::from_secs(2)).await;

@@ -144,6 +144,8 @@ impl MeshNode {
             cfg.heartbeat_interval,
             cfg.change_buffer,
         ));
+        // The plan is in force before the service can answer anyone.
+        exporter.set_plan(&plan.borrow());
         let mirrors = Arc::new(watcher::Mirrors {
             table: Mutex::new(MirrorTable::new()),
             dirty: tokio::sync::Notify::new(),

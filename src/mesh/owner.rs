@@ -43,6 +43,8 @@ pub struct Exporter {
     heartbeat: Duration,
     /// Set when the mesh node stops: every subscriber stream ends.
     closed: watch::Sender<bool>,
+    /// Bumped on every plan change: subscribers recompute what their watcher may see.
+    plan_version: watch::Sender<u64>,
 }
 
 pub(crate) fn to_proto(u: &StateUpdate, observed: u64) -> proto::State {
@@ -71,6 +73,7 @@ impl Exporter {
             metrics,
             heartbeat,
             closed: watch::Sender::new(false),
+            plan_version: watch::Sender::new(0),
         }
     }
 
@@ -81,6 +84,7 @@ impl Exporter {
 
     pub(crate) fn set_plan(&self, plan: &MeshPlan) {
         lock(&self.table).set_plan(plan);
+        self.plan_version.send_modify(|v| *v += 1);
     }
 
     /// Feeds one observed hint state; sends the change if there is one.
@@ -143,7 +147,7 @@ impl Exporter {
         let mut state = session.state();
         let mut dropped = 0;
         let mut need_resync = state.borrow().is_connected();
-        self.set_plan(&plan.borrow_and_update());
+        plan.borrow_and_update();
         loop {
             if need_resync && session.is_connected() {
                 need_resync = false;
@@ -271,7 +275,12 @@ async fn serve_subscriber(
     let _gauge = scopeguard(move || {
         metrics.subscribers.dec();
     });
-    let mut interest = exporter.allowed(&watcher, &first.extensions);
+    // What the watcher asked for, and the part of it the plan lets it see (recomputed when
+    // either changes: the watcher's and the owner's plans do not change at the same instant).
+    let mut requested = first.extensions;
+    let mut plan_version = exporter.plan_version.subscribe();
+    plan_version.borrow_and_update();
+    let mut interest = exporter.allowed(&watcher, &requested);
     tracing::info!(%watcher, extensions = interest.len(), "mesh: watcher subscribed");
     let (mut rx, snapshot) = exporter.snapshot(&interest);
     if tx.send(Ok(snapshot)).await.is_err() {
@@ -290,13 +299,24 @@ async fn serve_subscriber(
             _ = &mut closed => return,
             msg = inbound.message() => match msg {
                 Ok(Some(sub)) => {
-                    interest = exporter.allowed(&watcher, &sub.extensions);
+                    requested = sub.extensions;
+                    interest = exporter.allowed(&watcher, &requested);
                     let (new_rx, snapshot) = exporter.snapshot(&interest);
                     rx = new_rx;
                     if tx.send(Ok(snapshot)).await.is_err() { return }
                 }
                 _ => return,
             },
+            changed = plan_version.changed() => {
+                if changed.is_err() { return }
+                let allowed = exporter.allowed(&watcher, &requested);
+                if allowed != interest {
+                    interest = allowed;
+                    let (new_rx, snapshot) = exporter.snapshot(&interest);
+                    rx = new_rx;
+                    if tx.send(Ok(snapshot)).await.is_err() { return }
+                }
+            }
             change = rx.recv() => {
                 let mut batch = Vec::new();
                 let mut lagged = false;

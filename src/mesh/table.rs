@@ -135,8 +135,17 @@ struct Mirror {
     /// The owner was lost: the next update with the same version must still restore the truth.
     lost: bool,
     written: Option<DeviceState>,
+    /// Taken by [`MirrorTable::take_pending`] and not yet confirmed: what Asterisk will show.
+    in_flight: Option<DeviceState>,
     /// Opaque time stamp of the update behind `desired` (the owner's event time), 0 if none.
     stamp: u64,
+}
+
+impl Mirror {
+    /// What Asterisk shows once the write in flight (if any) lands.
+    fn shown(&self) -> Option<DeviceState> {
+        self.in_flight.or(self.written)
+    }
 }
 
 /// One write to do: `Setvar DEVICE_STATE(<device>)=<state>`, with the stamp of the update.
@@ -182,6 +191,7 @@ impl MirrorTable {
                     version: Version::default(),
                     lost: true,
                     written: None,
+                    in_flight: None,
                     stamp: 0,
                 });
                 next.insert(key, mirror);
@@ -192,7 +202,7 @@ impl MirrorTable {
         self.pending = self
             .mirrors
             .iter()
-            .filter(|(_, m)| m.written != Some(m.desired))
+            .filter(|(_, m)| m.shown() != Some(m.desired))
             .map(|(k, _)| k.clone())
             .collect();
         plan.sources.iter().map(|s| s.node.clone()).collect()
@@ -221,7 +231,7 @@ impl MirrorTable {
         mirror.lost = false;
         mirror.desired = update.state;
         mirror.stamp = stamp;
-        if mirror.written != Some(update.state) {
+        if mirror.shown() != Some(update.state) {
             if !self.pending.insert(key) {
                 self.coalesced += 1;
             }
@@ -237,7 +247,7 @@ impl MirrorTable {
         for (key, mirror) in self.mirrors.iter_mut().filter(|((o, _), _)| o == owner) {
             mirror.lost = true;
             mirror.desired = DeviceState::Unavailable;
-            if mirror.written != Some(DeviceState::Unavailable) {
+            if mirror.shown() != Some(DeviceState::Unavailable) {
                 self.pending.insert(key.clone());
             }
         }
@@ -253,6 +263,7 @@ impl MirrorTable {
     pub fn forget_written(&mut self) {
         for (key, mirror) in &mut self.mirrors {
             mirror.written = None;
+            mirror.in_flight = None;
             self.pending.insert(key.clone());
         }
     }
@@ -278,7 +289,10 @@ impl MirrorTable {
         keys.into_iter()
             .filter_map(|key| {
                 self.pending.remove(&key);
-                self.mirrors.get(&key).map(|m| (m.device.clone(), m.desired))
+                self.mirrors.get_mut(&key).map(|m| {
+                    m.in_flight = Some(m.desired);
+                    (m.device.clone(), m.desired)
+                })
             })
             .collect()
     }
@@ -289,10 +303,9 @@ impl MirrorTable {
         keys.into_iter()
             .filter_map(|key| {
                 self.pending.remove(&key);
-                self.mirrors.get(&key).map(|m| PendingWrite {
-                    device: m.device.clone(),
-                    state: m.desired,
-                    stamp: m.stamp,
+                self.mirrors.get_mut(&key).map(|m| {
+                    m.in_flight = Some(m.desired);
+                    PendingWrite { device: m.device.clone(), state: m.desired, stamp: m.stamp }
                 })
             })
             .collect()
@@ -302,12 +315,16 @@ impl MirrorTable {
     pub fn written(&mut self, device: &str, state: DeviceState) {
         if let Some(m) = self.devices.get(device).and_then(|k| self.mirrors.get_mut(k)) {
             m.written = Some(state);
+            m.in_flight = None;
         }
     }
 
     /// A write failed: put it back so it is retried.
     pub fn retry(&mut self, device: &str) {
         if let Some(key) = self.devices.get(device) {
+            if let Some(m) = self.mirrors.get_mut(key) {
+                m.in_flight = None;
+            }
             self.pending.insert(key.clone());
         }
     }
@@ -460,6 +477,23 @@ mod tests {
                 stamp: 300
             }]
         );
+    }
+
+    #[test]
+    fn a_change_back_while_a_write_is_in_flight_is_written_after_it() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
+        // UNAVAILABLE shown; INUSE taken for writing; then back to UNAVAILABLE before it lands.
+        t.apply("office-b", &update("4001", DeviceState::InUse, 1, 1));
+        let w = t.take_pending(10);
+        assert_eq!(w, vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
+        t.apply("office-b", &update("4001", DeviceState::Unavailable, 1, 2));
+        assert_eq!(t.pending_len(), 1, "the write in flight will show INUSE: UNAVAILABLE must follow");
+        t.written("Custom:office-b-4001", DeviceState::InUse);
+        assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::Unavailable)]);
     }
 
     #[test]

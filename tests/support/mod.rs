@@ -4,5 +4,6 @@
 pub mod apiserver;
 pub mod asterisk;
 pub mod baresip;
+pub mod fake_ami;
 pub mod fleet;
 pub mod mesh;
