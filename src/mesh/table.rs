@@ -283,9 +283,22 @@ impl MirrorTable {
         self.pending.len()
     }
 
+    /// Pending keys whose device has no write in flight (never two writes for one device at
+    /// once, so they cannot land out of order).
+    fn ready(&self, max: usize) -> Vec<(String, String)> {
+        self.pending
+            .iter()
+            .filter(|k| self.mirrors.get(*k).is_some_and(|m| m.in_flight.is_none()))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     /// Takes up to `max` pending writes: (custom device, state), the latest state of each.
+    /// A device whose previous write is not confirmed ([`MirrorTable::written`] or
+    /// [`MirrorTable::retry`]) waits.
     pub fn take_pending(&mut self, max: usize) -> Vec<(String, DeviceState)> {
-        let keys: Vec<_> = self.pending.iter().take(max).cloned().collect();
+        let keys = self.ready(max);
         keys.into_iter()
             .filter_map(|key| {
                 self.pending.remove(&key);
@@ -299,7 +312,7 @@ impl MirrorTable {
 
     /// [`MirrorTable::take_pending`] with the stamps of the updates behind the writes.
     pub fn take_pending_stamped(&mut self, max: usize) -> Vec<PendingWrite> {
-        let keys: Vec<_> = self.pending.iter().take(max).cloned().collect();
+        let keys = self.ready(max);
         keys.into_iter()
             .filter_map(|key| {
                 self.pending.remove(&key);
@@ -397,7 +410,9 @@ mod tests {
     fn bursts_coalesce_to_the_latest_state() {
         let mut t = MirrorTable::new();
         t.set_plan(&plan());
-        t.take_pending(10);
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
         for seq in 1..=1000u64 {
             let state = if seq % 2 == 0 { DeviceState::InUse } else { DeviceState::Ringing };
             t.apply("office-b", &update("4002", state, 1, seq));
@@ -492,6 +507,7 @@ mod tests {
         assert_eq!(w, vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
         t.apply("office-b", &update("4001", DeviceState::Unavailable, 1, 2));
         assert_eq!(t.pending_len(), 1, "the write in flight will show INUSE: UNAVAILABLE must follow");
+        assert_eq!(t.take_pending(10), vec![], "not while the INUSE write is in flight");
         t.written("Custom:office-b-4001", DeviceState::InUse);
         assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::Unavailable)]);
     }

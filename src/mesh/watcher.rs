@@ -16,7 +16,7 @@ use tonic::transport::Endpoint;
 
 use super::metrics::{MeshMetrics, PeerLabel};
 use super::proto::{self, mesh_client};
-use super::table::{MirrorTable, Outcome, StateUpdate, Version};
+use super::table::{MirrorTable, Outcome, PendingWrite, StateUpdate, Version};
 use super::{MeshConfig, lock, unix_nanos};
 use crate::ami::{DeviceState, Session, actions};
 
@@ -206,56 +206,48 @@ pub(crate) fn is_up(live: &Liveness) -> bool {
     live.fresh.load(Ordering::Relaxed)
 }
 
-/// Writes pending mirrors with one Setvar each, up to `cfg.max_in_flight` at once (never two for
-/// one device), until told to stop by dropping every handle.
+/// Writes pending mirrors with one Setvar each, keeping up to `cfg.max_in_flight` in flight
+/// (never two for one device), until aborted.
 pub(crate) async fn writer(cfg: Arc<MeshConfig>, session: Session, mirrors: Arc<Mirrors>) {
     let mut state = session.state();
+    let mut set: JoinSet<(PendingWrite, Result<(), crate::ami::AmiError>)> = JoinSet::new();
+    let mut pause_until: Option<Instant> = None;
     loop {
-        if session.is_connected() {
-            let batch = lock(&mirrors.table).take_pending_stamped(cfg.max_in_flight);
-            if !batch.is_empty() {
-                let mut set = JoinSet::new();
-                for w in batch {
-                    let s = session.clone();
-                    set.spawn(async move {
-                        let r = s.call(&actions::Setvar::device_state(&w.device, w.state)).await;
-                        (w, r)
-                    });
-                }
-                let mut failed = false;
-                while let Some(done) = set.join_next().await {
-                    let Ok((w, r)) = done else { continue };
-                    let mut table = lock(&mirrors.table);
-                    match r {
-                        Ok(()) => {
-                            table.written(&w.device, w.state);
-                            drop(table);
-                            mirrors.metrics.updates_applied.inc();
-                            if w.stamp > 0 {
-                                let now = unix_nanos();
-                                mirrors
-                                    .metrics
-                                    .propagation_latency
-                                    .observe(now.saturating_sub(w.stamp) as f64 / 1e9);
-                            }
-                        }
-                        Err(e) => {
-                            table.retry(&w.device);
-                            drop(table);
-                            mirrors.metrics.write_failures.inc();
-                            tracing::warn!(device = %w.device, error = %e, "mesh: Setvar failed; will retry");
-                            failed = true;
-                        }
-                    }
-                }
-                if failed {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                continue;
+        let paused = pause_until.is_some_and(|t| Instant::now() < t);
+        if session.is_connected() && !paused && set.len() < cfg.max_in_flight {
+            let batch = lock(&mirrors.table).take_pending_stamped(cfg.max_in_flight - set.len());
+            for w in batch {
+                let s = session.clone();
+                set.spawn(async move {
+                    let r = s.call(&actions::Setvar::device_state(&w.device, w.state)).await;
+                    (w, r)
+                });
             }
         }
         tokio::select! {
+            Some(done) = set.join_next(), if !set.is_empty() => {
+                let Ok((w, r)) = done else { continue };
+                match r {
+                    Ok(()) => {
+                        lock(&mirrors.table).written(&w.device, w.state);
+                        mirrors.metrics.updates_applied.inc();
+                        if w.stamp > 0 {
+                            let latency = unix_nanos().saturating_sub(w.stamp) as f64 / 1e9;
+                            mirrors.metrics.propagation_latency.observe(latency);
+                        }
+                    }
+                    Err(e) => {
+                        lock(&mirrors.table).retry(&w.device);
+                        mirrors.metrics.write_failures.inc();
+                        tracing::warn!(device = %w.device, error = %e, "mesh: Setvar failed; will retry");
+                        pause_until = Some(Instant::now() + Duration::from_millis(100));
+                    }
+                }
+            }
             _ = mirrors.dirty.notified() => {}
+            _ = tokio::time::sleep_until(pause_until.unwrap_or_else(Instant::now)), if paused => {
+                pause_until = None;
+            }
             changed = state.changed() => {
                 if changed.is_err() { return }
                 if state.borrow_and_update().is_connected() {
