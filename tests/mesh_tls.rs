@@ -1,4 +1,4 @@
-//! mTLS between mesh nodes, without Asterisk (the AMI sessions point nowhere; the owner's
+//! mTLS and liveness between mesh nodes, without Asterisk (the AMI sessions point nowhere; the owner's
 //! snapshot says UNAVAILABLE for what it cannot see, which is all these tests need): peers with
 //! certificates naming them subscribe; a certificate naming another node, or from another CA,
 //! is refused on either side.
@@ -94,4 +94,50 @@ async fn a_watcher_refuses_an_owner_whose_certificate_names_another_node() {
 async fn certificates_of_another_ca_are_refused() {
     let (fleet, other) = (Pki::new("fleet"), Pki::new("other"));
     assert!(!subscribes(fleet.issue("b", "office-b"), other.issue("a", "office-a")).await);
+}
+
+/// Heartbeats keep an idle stream up past the timeout; silence (the owner gone) loses it after
+/// the timeout, not before.
+#[tokio::test]
+async fn heartbeats_keep_an_idle_stream_up_and_silence_loses_it() {
+    let (plan_a, plan_b) = plans();
+    let nowhere = || Session::spawn(ami_config("127.0.0.1:9".parse().unwrap()));
+    let owner = TestMesh::start_on(
+        "office-b",
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        plan_b,
+        MeshConfig::new("office-b"),
+        nowhere(),
+    )
+    .await;
+    let mut cfg_a = MeshConfig::new("office-a");
+    cfg_a.endpoints = BTreeMap::from([("office-b".into(), format!("http://{}", owner.server.addr))]);
+    let watcher =
+        TestMesh::start_on("office-a", SocketAddr::from(([127, 0, 0, 1], 0)), plan_a, cfg_a, nowhere()).await;
+    let start = Instant::now();
+    while watcher.node.owners_up().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(2), "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(watcher.node.owners_up(), vec!["office-b".to_owned()], "an idle stream was dropped");
+    let text = watcher.node.metrics().encode();
+    assert!(text.contains("asterisk_agent_mesh_owners_lost_total 0\n"), "{text}");
+    let age: f64 = text
+        .lines()
+        .find(|l| l.starts_with("asterisk_agent_mesh_heartbeat_age_seconds{peer=\"office-b\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(age < 1.5, "heartbeat age {age}");
+
+    let gone = Instant::now();
+    owner.stop().await;
+    while !watcher.node.owners_up().is_empty() {
+        assert!(gone.elapsed() < Duration::from_millis(3500), "still up 3.5 s after the owner left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone.elapsed() >= Duration::from_millis(2500), "lost before the timeout: {:?}", gone.elapsed());
+    assert!(watcher.node.metrics().encode().contains("asterisk_agent_mesh_owners_lost_total 1\n"));
+    watcher.stop().await;
 }
