@@ -101,6 +101,16 @@ async fn two_offices_mirror_every_state_survive_restarts_and_bursts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(m::device_state(&obs_a, MIRROR).await, "ONHOLD", "a late write overtook the final state");
 
+    // The watcher's Asterisk restarts and the owner changes meanwhile: the change is written as
+    // soon as the watcher's AMI is back (and every mirror with it).
+    let a = nodes.get_mut("office-a").unwrap();
+    a.stop();
+    m::set_state(&obs_b, &drive, DeviceState::Busy).await;
+    a.boot();
+    let obs_a = observer(a).await;
+    m::wait_device(&obs_a, MIRROR, DeviceState::Busy, Duration::from_secs(5)).await;
+    m::wait_device(&obs_a, "Custom:office-b-4001", DeviceState::Unavailable, Duration::from_secs(2)).await;
+
     let metrics = watcher.node.metrics().encode();
     for needle in ["asterisk_agent_mesh_updates_applied_total", "asterisk_agent_mesh_owners_lost_total 1"] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
