@@ -134,7 +134,17 @@ impl MeshNode {
         session: Session,
         auth: PeerAuth,
     ) -> MeshNode {
-        let metrics = MeshMetrics::default();
+        Self::spawn_with_metrics(cfg, plan, session, auth, MeshMetrics::default())
+    }
+
+    /// [`MeshNode::spawn`] counting into `metrics` (e.g. the ones the agent's registry holds).
+    pub fn spawn_with_metrics(
+        cfg: MeshConfig,
+        plan: watch::Receiver<MeshPlan>,
+        session: Session,
+        auth: PeerAuth,
+        metrics: MeshMetrics,
+    ) -> MeshNode {
         let cfg = Arc::new(cfg);
         let epoch = cfg.epoch.unwrap_or_else(|| unix_nanos() / 1000);
         let exporter = Arc::new(owner::Exporter::new(
