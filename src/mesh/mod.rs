@@ -58,6 +58,10 @@ pub struct MeshConfig {
     /// Endpoints of owners by node name, overriding the plan's `endpoint` (e.g. tests on
     /// loopback, or a mesh port other than the agent's).
     pub endpoints: BTreeMap<String, String>,
+    /// The fleet's mesh port: owners without an `endpoints` entry are dialled at their plan
+    /// endpoint's host (the agent URL) on this port, `https` with `tls`, else `http`. `None`:
+    /// the plan endpoint as it is.
+    pub peer_port: Option<u16>,
     /// How often an owner sends a heartbeat on an idle stream.
     pub heartbeat_interval: Duration,
     /// Silence after which an owner counts as gone (its mirrors UNAVAILABLE).
@@ -80,6 +84,7 @@ impl MeshConfig {
             node: node.to_owned(),
             tls: None,
             endpoints: BTreeMap::new(),
+            peer_port: None,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
             backoff_initial: Duration::from_millis(100),
@@ -91,7 +96,14 @@ impl MeshConfig {
     }
 
     fn endpoint_of(&self, owner: &str, plan_endpoint: Option<&str>) -> Option<String> {
-        self.endpoints.get(owner).cloned().or_else(|| plan_endpoint.map(str::to_owned))
+        if let Some(e) = self.endpoints.get(owner) {
+            return Some(e.clone());
+        }
+        let plan = plan_endpoint?;
+        let Some(port) = self.peer_port else { return Some(plan.to_owned()) };
+        let uri: tonic::transport::Uri = plan.parse().ok()?;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Some(format!("{scheme}://{}:{port}", uri.host()?))
     }
 }
 
@@ -271,6 +283,33 @@ fn reconcile_links(
         ];
         let metrics = mirrors.metrics.clone();
         links.insert(source.node.clone(), Link { endpoint, interest: tx, live, metrics, tasks });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_dialled_at_the_fleet_mesh_port_unless_overridden() {
+        let mut cfg = MeshConfig::new("office-a");
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
+            "https://office-b-agent:7443"
+        );
+        cfg.peer_port = Some(7444);
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
+            "http://office-b-agent:7444"
+        );
+        cfg.tls = Some(MeshTls { ca: "ca".into(), cert: "c".into(), key: "k".into() });
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://10.0.0.2:7443/")).unwrap(),
+            "https://10.0.0.2:7444"
+        );
+        assert_eq!(cfg.endpoint_of("office-b", None), None);
+        cfg.endpoints.insert("office-b".into(), "https://127.0.0.9:9999".into());
+        assert_eq!(cfg.endpoint_of("office-b", None).unwrap(), "https://127.0.0.9:9999");
     }
 }
 
