@@ -24,9 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use asterisk_operator::ami::{Action, Decoder, DeviceState, Frame, Secret, Session, SessionConfig};
+use asterisk_operator::ami::{Action, Decoder, DeviceState, Frame, Session, SessionConfig};
 use asterisk_operator::mesh::{self, MeshConfig, MeshNode, MeshTls, PeerAuth};
 use asterisk_operator::render::{MeshExport, MeshImport, MeshPlan, MeshSource};
+use asterisk_operator::secret::SecretValue;
 use serde::{Deserialize, Serialize};
 use support::asterisk::Asterisk;
 use support::mesh::{Pki, STATES};
@@ -55,7 +56,7 @@ fn child(json: &str) {
     let cfg: ChildConfig = serde_json::from_str(json).expect("child config");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let mut ami = SessionConfig::new(cfg.ami.clone(), "admin", Secret::new("secret"));
+        let mut ami = SessionConfig::new(cfg.ami.clone(), "admin", SecretValue::new("secret"));
         ami.backoff_max = Duration::from_millis(500);
         let session = Session::spawn(ami);
         let tls = MeshTls { ca: cfg.ca.into(), cert: cfg.cert.into(), key: cfg.key.into() };

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod ami;
+pub mod controller;
 pub mod crd;
 pub mod manifest;
 pub mod mesh;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use asterisk_operator::agent::cli::{self as agent_cli, AgentArgs, PushArgs};
-use asterisk_operator::{crd, offline};
+use asterisk_operator::{ami, crd, offline};
 
 /// Kubernetes-style reconciling controller for fleets of Asterisk PBX servers.
 #[derive(Parser)]
@@ -37,13 +37,18 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Talk to an Asterisk server's AMI: send one action, or tail its events as JSON.
+    Ami(ami::cli::AmiArgs),
+    /// Reconcile the fleet: push changed bundles to the agents and write every resource's status.
+    Controller(asterisk_operator::controller::cli::ControllerArgs),
     /// Run beside one Asterisk: apply bundles over gRPC, serve /healthz, /readyz and /metrics.
     Agent(AgentArgs),
     /// Send one rendered node folder to an agent and print what it did (exit 1 on failure).
     Push(PushArgs),
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { dir } => {
@@ -68,9 +73,9 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Agent(args) => {
             agent_cli::init_logging(&args.log_format);
-            runtime()?.block_on(agent_cli::run_agent(args))
+            Ok(agent_cli::run_agent(args).await?)
         }
-        Command::Push(args) => runtime()?.block_on(agent_cli::run_push(args)),
+        Command::Push(args) => Ok(agent_cli::run_push(args).await?),
         Command::Render { files, out, strict } => {
             let report = offline::render_manifests(&files, &out, strict)?;
             print!("{}", report.summary());
@@ -88,9 +93,13 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
+        Command::Controller(args) => {
+            agent_cli::init_logging(&args.log_format);
+            Ok(asterisk_operator::controller::cli::run(args).await?)
+        }
+        Command::Ami(args) => {
+            ami::cli::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }

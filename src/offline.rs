@@ -124,15 +124,37 @@ impl RenderReport {
     }
 }
 
-/// Reads the manifests (or the embedded example when `inputs` is empty), generates missing
-/// secrets (kept in `<out>/secrets.yaml` and read back next time), resolves each namespace
-/// and writes `<out>/<node>/` (`<out>/<namespace>/<node>/` when there are several namespaces).
-/// With `strict`, nothing is written when any resource is invalid.
-pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<RenderReport, OfflineError> {
+/// Fleets read from manifests, resolved and rendered, not yet written anywhere.
+#[derive(Debug, Default)]
+pub struct LoadedFleets {
+    /// Namespace → its resources (with generated secrets filled in), resolution and bundles.
+    pub fleets: BTreeMap<String, LoadedFleet>,
+    /// Secrets generated in this load: namespace → Secret → key → value. Persist them with
+    /// [`keep_generated_secrets`] so the next load reuses them.
+    pub generated: BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>>,
+    /// Documents of other kinds that were skipped.
+    pub ignored: Vec<String>,
+}
+
+/// One namespace's fleet.
+#[derive(Debug)]
+pub struct LoadedFleet {
+    /// The resources, with generated secrets filled in.
+    pub resources: topology::ResourceSet,
+    /// The resolved topology and its errors.
+    pub resolution: Resolution,
+    /// Bundles by node.
+    pub bundles: BTreeMap<String, Bundle>,
+}
+
+/// Reads the manifests under `inputs` (or the embedded example when `inputs` is empty) plus the
+/// secrets kept in `kept_secrets` by earlier runs, generates the secrets still missing, and
+/// resolves and renders every namespace. The `render` command and the controller's
+/// `--manifests` mode both start here.
+pub fn load_fleets(inputs: &[PathBuf], kept_secrets: &Path) -> Result<LoadedFleets, OfflineError> {
     let mut manifests = Manifests::default();
-    let kept = out.join(SECRETS_FILE);
-    if kept.is_file() {
-        manifests.add_path(&kept)?;
+    if kept_secrets.is_file() {
+        manifests.add_path(kept_secrets)?;
     }
     if inputs.is_empty() {
         manifests.add_yaml(EMBEDDED_EXAMPLE.0, EMBEDDED_EXAMPLE.1)?;
@@ -147,28 +169,46 @@ pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<
     if manifests.namespaces.is_empty() {
         return Err(OfflineError::Empty);
     }
-
-    let mut report = RenderReport { ignored: manifests.ignored.clone(), ..RenderReport::default() };
-    let mut generated: BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>> = BTreeMap::new();
-    let several = manifests.namespaces.len() > 1;
-    for (namespace, set) in &mut manifests.namespaces {
-        for missing in topology::missing_secrets(set) {
+    let mut loaded = LoadedFleets { ignored: manifests.ignored, ..LoadedFleets::default() };
+    for (namespace, mut set) in manifests.namespaces {
+        for missing in topology::missing_secrets(&set) {
             let value = SecretValue::generate();
             set.secrets.entry(missing.name.clone()).or_default().insert(missing.key.clone(), value.clone());
-            generated
+            loaded
+                .generated
                 .entry(namespace.clone())
                 .or_default()
-                .entry(missing.name.clone())
+                .entry(missing.name)
                 .or_default()
-                .insert(missing.key.clone(), value);
-            report.generated_secrets.push(format!("{namespace}/{}/{}", missing.name, missing.key));
+                .insert(missing.key, value);
         }
-        let resolution = topology::resolve(set);
+        let resolution = topology::resolve(&set);
         let bundles = render::render_all(&resolution.topology);
-        let dir = if several { out.join(namespace) } else { out.to_owned() };
-        report.fleets.insert(namespace.clone(), FleetReport { resolution, bundles, dir });
+        loaded.fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
     }
+    Ok(loaded)
+}
 
+/// Reads the manifests (or the embedded example when `inputs` is empty), generates missing
+/// secrets (kept in `<out>/secrets.yaml` and read back next time), resolves each namespace
+/// and writes `<out>/<node>/` (`<out>/<namespace>/<node>/` when there are several namespaces).
+/// With `strict`, nothing is written when any resource is invalid.
+pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<RenderReport, OfflineError> {
+    let kept = out.join(SECRETS_FILE);
+    let loaded = load_fleets(inputs, &kept)?;
+    let several = loaded.fleets.len() > 1;
+    let mut report = RenderReport { ignored: loaded.ignored, ..RenderReport::default() };
+    for (namespace, secrets) in &loaded.generated {
+        for (name, keys) in secrets {
+            report.generated_secrets.extend(keys.keys().map(|key| format!("{namespace}/{name}/{key}")));
+        }
+    }
+    for (namespace, fleet) in loaded.fleets {
+        let dir = if several { out.join(&namespace) } else { out.to_owned() };
+        report
+            .fleets
+            .insert(namespace, FleetReport { resolution: fleet.resolution, bundles: fleet.bundles, dir });
+    }
     if strict && report.errors().next().is_some() {
         return Ok(report);
     }
@@ -177,17 +217,19 @@ pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<
             bundle.write_to(&fleet.dir.join(node))?;
         }
     }
-    if !generated.is_empty() {
-        write_kept_secrets(&kept, &generated)?;
-    }
+    keep_generated_secrets(&kept, &loaded.generated)?;
     Ok(report)
 }
 
-/// Appends newly generated secrets to the kept-secrets file (created 0600).
-fn write_kept_secrets(
+/// Appends newly generated secrets to the kept-secrets file (created 0600); nothing to do when
+/// none were generated.
+pub fn keep_generated_secrets(
     path: &Path,
     generated: &BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>>,
 ) -> Result<(), OfflineError> {
+    if generated.is_empty() {
+        return Ok(());
+    }
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use asterisk_operator::ami::actions::{self, Setvar};
 use asterisk_operator::ami::{
-    AmiError, AuthMethod, ConnectionState, DeviceState, Event, EventStream, ExtensionState, Secret, Session,
+    AmiError, AuthMethod, ConnectionState, DeviceState, Event, EventStream, ExtensionState, Session,
     SessionConfig,
 };
+use asterisk_operator::secret::SecretValue;
 use support::asterisk::Asterisk;
 
 const OPERATOR_EXTENSIONS: &str = "\
@@ -55,7 +56,7 @@ fn node(name: &str) -> Asterisk {
 }
 
 fn config(a: &Asterisk, secret: &str) -> SessionConfig {
-    let mut c = SessionConfig::new(a.ami_addr().to_string(), "admin", Secret::new(secret));
+    let mut c = SessionConfig::new(a.ami_addr().to_string(), "admin", SecretValue::new(secret));
     c.action_timeout = Duration::from_secs(5);
     c.backoff_initial = Duration::from_millis(100);
     c.backoff_max = Duration::from_secs(1);

@@ -7,8 +7,9 @@ use asterisk_operator::ami::actions::{self, TypedAction};
 use asterisk_operator::ami::events::Event;
 use asterisk_operator::ami::{
     Action, Correlator, Decoder, DeviceState, Expect, ExtensionState, Frame, Message, MessageKind, Reply,
-    Routed, Secret,
+    Routed,
 };
+use asterisk_operator::secret::SecretValue;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ami")
@@ -317,14 +318,15 @@ fn md5_challenge_key_matches_the_real_login() {
     let r = route(&find("01f-node1"));
     let ch = r.reply("challenge-1").response.get("Challenge").unwrap().to_owned();
     assert_eq!(ch, "308413785");
-    let key = actions::md5_key(&ch, &Secret::new("labsecret"));
+    let key = actions::md5_key(&ch, &SecretValue::new("labsecret"));
     let sent = sent_actions(&find("01f-node1"));
     let login = &sent.iter().find(|(id, _)| id == "login-2").unwrap().1;
     assert_eq!(login.get("Key"), Some(key.as_str()));
     assert_eq!(r.reply("events-3").response.get("Events"), Some("On"));
     assert_eq!(r.reply("events-4").response.get("Events"), Some("Off"));
     // Our Login builder produces the same headers as the capture (secret aside).
-    let ours = actions::login_action("admin", &Secret::new("labsecret"), Some(&ch), &"off".parse().unwrap());
+    let ours =
+        actions::login_action("admin", &SecretValue::new("labsecret"), Some(&ch), &"off".parse().unwrap());
     assert_eq!(ours.headers().collect::<Vec<_>>(), login.headers().collect::<Vec<_>>());
 }
 

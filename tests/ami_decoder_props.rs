@@ -5,9 +5,10 @@
 //! runs the randomized loop for that long (the fallback when cargo-fuzz cannot run).
 
 use asterisk_operator::ami::{
-    Action, DecodeError, Decoder, DeviceState, EncodeError, ExtensionState, Frame, Limits, Message, Secret,
+    Action, DecodeError, Decoder, DeviceState, EncodeError, ExtensionState, Frame, Limits, Message,
     SessionConfig,
 };
+use asterisk_operator::secret::SecretValue;
 use proptest::prelude::*;
 
 fn decode_whole(limits: Limits, input: &[u8]) -> Vec<Result<Frame, DecodeError>> {
@@ -210,7 +211,7 @@ fn values_with_colons_repeated_keys_and_non_utf8() {
 
 #[test]
 fn secrets_never_show_in_debug_or_json() {
-    let s = Secret::new("labsecret");
+    let s = SecretValue::new("labsecret");
     let a = Action::new("Login").header("Username", "admin").header("Secret", s.expose());
     let cfg = SessionConfig::new("127.0.0.1:5038", "admin", s.clone());
     let m = Message::from_headers([("Action", "Login"), ("Secret", "labsecret"), ("Key", "labsecret")]);

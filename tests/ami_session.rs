@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use asterisk_operator::ami::actions::{self, md5_key};
 use asterisk_operator::ami::cli::{AmiArgs, AmiCommand, run_to};
 use asterisk_operator::ami::{
-    Action, AmiError, AuthMethod, ConnectionState, Decoder, Event, EventMask, Frame, Message, Secret,
-    Session, SessionConfig,
+    Action, AmiError, AuthMethod, ConnectionState, Decoder, Event, EventMask, Frame, Message, Session,
+    SessionConfig,
 };
+use asterisk_operator::secret::SecretValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -48,7 +49,7 @@ fn standard(extra: impl Fn(usize, &Message) -> Answer + Send + Sync + 'static) -
         "Challenge" => Answer::Send(vec![resp(a, &[("Response", "Success"), ("Challenge", "12345")])]),
         "Login" => {
             let ok = a.get("Secret") == Some("s3cret")
-                || a.get("Key") == Some(md5_key("12345", &Secret::new("s3cret")).as_str());
+                || a.get("Key") == Some(md5_key("12345", &SecretValue::new("s3cret")).as_str());
             if ok {
                 let mut v = vec![resp(a, &[("Response", "Success"), ("Message", "Authentication accepted")])];
                 // Like Asterisk: FullyBooted right after login, if events are on.
@@ -127,7 +128,7 @@ async fn fake(handler: Arc<Handler>) -> Fake {
 }
 
 fn config(addr: &str) -> SessionConfig {
-    let mut c = SessionConfig::new(addr, "admin", Secret::new("s3cret"));
+    let mut c = SessionConfig::new(addr, "admin", SecretValue::new("s3cret"));
     c.action_timeout = Duration::from_secs(2);
     c.backoff_initial = Duration::from_millis(50);
     c.backoff_max = Duration::from_millis(400);
@@ -281,7 +282,7 @@ async fn timeout_of_one_action_leaves_the_session_usable() {
 async fn refused_login_is_reported_and_retried_with_backoff_not_hot_looped() {
     let f = fake(standard(|_, _| Answer::Nothing)).await;
     let mut c = config(&f.addr);
-    c.secret = Secret::new("wrong");
+    c.secret = SecretValue::new("wrong");
     let e = Session::connect(c.clone()).await.unwrap_err();
     assert!(
         matches!(&e, AmiError::AuthFailed { user, message } if user == "admin" && message == "Authentication failed"),

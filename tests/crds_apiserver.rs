@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
@@ -23,36 +20,6 @@ fn api_resource(kind: &str) -> ApiResource {
         "BlfSubscription" => ApiResource::erase::<BlfSubscription>(&()),
         other => panic!("not one of ours: {other}"),
     }
-}
-
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in ["asterisknode", "trunk", "phone", "blfsubscription"] {
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&fleet::read(format!("crds/{file}.yaml"))).unwrap();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .unwrap_or_else(|e| panic!("crds/{file}.yaml refused: {e}"));
-    }
-    for _ in 0..100 {
-        let list = crds.list(&Default::default()).await.unwrap();
-        let established = list
-            .items
-            .iter()
-            .filter(|c| c.spec.group == "asterisk.operator.dev")
-            .filter(|c| {
-                c.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-            })
-            .count();
-        if established == 4 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("CRDs never became Established");
 }
 
 /// Creates one manifest document (as `kubectl create` would send it).
@@ -75,7 +42,7 @@ fn our_documents(path: &str) -> Vec<Value> {
 async fn crds_work_on_a_real_api_server() {
     let server = ApiServer::start("crds");
     let client = server.client().await;
-    install_crds(&client).await;
+    support::apiserver::install_crds(&client).await;
 
     // Every example resource is accepted.
     for example in ["examples/two-offices.yaml", "examples/three-sites.yaml"] {

@@ -8,39 +8,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use asterisk_operator::render::{self, Bundle};
-use asterisk_operator::topology::{self, ResourceSet};
-use support::asterisk::{Asterisk, fresh_address};
-use support::fleet;
-
-/// Points every node of an example at its own loopback address: nodes with an address get it
-/// as their address, every node binds its SIP and IAX2 listeners there.
-fn on_loopback(mut set: ResourceSet) -> (ResourceSet, BTreeMap<String, Ipv4Addr>) {
-    let mut addrs = BTreeMap::new();
-    for node in &mut set.nodes {
-        let addr = fresh_address();
-        let spec = &mut node.spec;
-        if spec.address.is_some() {
-            spec.address = Some(addr.to_string());
-        }
-        spec.sip.bind = Some(addr.to_string());
-        spec.iax.bind = Some(addr.to_string());
-        // Test phones and trunks all live on 127/8.
-        if let Some(nat) = &mut spec.nat {
-            nat.local_nets = vec!["127.0.0.0/8".into()];
-        }
-        addrs.insert(node.metadata.name.clone().unwrap(), addr);
-    }
-    for trunk in &mut set.trunks {
-        if !trunk.spec.permit.is_empty() {
-            trunk.spec.permit = vec!["127.0.0.0/8".into()];
-        }
-    }
-    (set, addrs)
-}
+use asterisk_operator::topology;
+use support::asterisk::Asterisk;
+use support::fleet::{self, on_loopback};
 
 /// Renders an example for loopback and boots one Asterisk per node, in node order
 /// (nodes with fixed addresses sort first in both examples, so registrars are up first).

@@ -118,12 +118,11 @@ fn dialplan(bundle: &Bundle) -> Dialplan {
             section = name.trim_end_matches(']');
             continue;
         }
-        if section == render::LOCAL_CONTEXT {
-            if let Some(rest) = line.strip_prefix("exten => ") {
-                if let Some((ext, _)) = rest.split_once(",1,") {
-                    local.insert(ext.to_owned());
-                }
-            }
+        if section == render::LOCAL_CONTEXT
+            && let Some(rest) = line.strip_prefix("exten => ")
+            && let Some((ext, _)) = rest.split_once(",1,")
+        {
+            local.insert(ext.to_owned());
         }
         if section == render::ROUTES_CONTEXT {
             if let Some(rest) = line.strip_prefix("exten => _") {

@@ -356,3 +356,42 @@ spec: {node: office-c, extension: "4500"}
     assert_eq!(fields, vec![("office-c", "spec.numbering.prefixes"), ("on-c", "spec.node")]);
     base_still_works(&res);
 }
+
+#[test]
+fn values_that_would_break_out_of_a_config_line_are_refused() {
+    // Manifests rendered offline bypass the API server's schema, so the resolver checks too.
+    let res = resolve_with(
+        r#"
+apiVersion: asterisk.operator.dev/v1alpha1
+kind: AsteriskNode
+metadata: {name: office-c}
+spec: {numbering: {prefixes: ["5"], length: 4}, address: "192.0.2.5\n[evil]", agent: {endpoint: "https://c:7443"}}
+---
+apiVersion: asterisk.operator.dev/v1alpha1
+kind: Phone
+metadata: {name: quoted}
+spec: {node: office-a, extension: "3005", displayName: "Bob\" <9999>"}
+---
+apiVersion: asterisk.operator.dev/v1alpha1
+kind: Phone
+metadata: {name: codec}
+spec: {node: office-a, extension: "3006", codecs: ["ulaw\nallow=all"]}
+"#,
+    );
+    let fields: Vec<(&str, &str, Reason)> =
+        res.errors.iter().map(|e| (e.object.name.as_str(), e.field.as_str(), e.reason)).collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("office-c", "spec.address", Reason::InvalidField),
+            ("codec", "spec.codecs[0]", Reason::InvalidField),
+            ("quoted", "spec.displayName", Reason::InvalidField),
+        ]
+    );
+    for bundle in render::render_all(&res.topology).values() {
+        for text in bundle.files.values() {
+            assert!(!text.contains("evil") && !text.contains("9999") && !text.contains("\nallow=all"));
+        }
+    }
+    base_still_works(&res);
+}

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::client::{self, ClientOptions};
+use super::error::AgentError;
 use super::node::{NodeConfig, bundle_to_proto};
 use super::server::{self, AgentOptions, ServerTls};
-use crate::ami::{Secret, SessionConfig};
+use crate::ami::SessionConfig;
 use crate::render::Bundle;
 
 /// `asterisk-operator agent`.
@@ -77,10 +78,12 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// Options for [`server::start`]; reads the secret and token files.
-    pub fn options(&self) -> anyhow::Result<AgentOptions> {
-        anyhow::ensure!(self.ping_timeout > 0.0 && self.poll_interval > 0.0, "timeouts must be positive");
+    pub fn options(&self) -> Result<AgentOptions, AgentError> {
+        if !(self.ping_timeout > 0.0 && self.poll_interval > 0.0) {
+            return Err(AgentError::Options("--ping-timeout and --poll-interval must be positive".into()));
+        }
         let secret = client::read_secret_file(&self.ami_secret_file)?;
-        let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, Secret::new(secret.expose()));
+        let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, secret);
         // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
         ami.keepalive = Some(Duration::from_secs(5));
         ami.backoff_max = Duration::from_secs(5);
@@ -126,13 +129,14 @@ pub fn init_logging(format: &str) {
 }
 
 /// Runs the agent until SIGTERM or ctrl-c.
-pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_agent(args: AgentArgs) -> Result<ExitCode, AgentError> {
     let opts = args.options()?;
     server::run(opts, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -178,12 +182,21 @@ pub struct PushArgs {
 }
 
 /// Sends one rendered node folder; exit code 1 when the apply failed.
-pub async fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_push(args: PushArgs) -> Result<ExitCode, AgentError> {
     let node = match &args.node {
         Some(n) => n.clone(),
-        None => args.dir.canonicalize()?.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(
-            || anyhow::anyhow!("cannot tell the node name from {}; give --node", args.dir.display()),
-        )?,
+        None => args
+            .dir
+            .canonicalize()
+            .map_err(|source| AgentError::Read { path: args.dir.clone(), source })?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                AgentError::Options(format!(
+                    "cannot tell the node name from {}; give --node",
+                    args.dir.display()
+                ))
+            })?,
     };
     let bundle = Bundle::read_from(&node, &args.dir)?;
     let mut opts = ClientOptions::new(&args.agent);

@@ -1,7 +1,7 @@
 //! The client side of the `Agent` service: what the controller and `push` use.
 //!
 //! ```no_run
-//! # async fn f() -> anyhow::Result<()> {
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use asterisk_operator::agent::client::{ClientOptions, connect};
 //! let mut client = connect(&ClientOptions::new("http://127.0.0.1:7443")).await?;
 //! let status = client.status(asterisk_operator::agent::proto::StatusRequest {}).await?.into_inner();
@@ -10,10 +10,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::error::AgentError;
 use super::proto::agent_client;
 use crate::secret::SecretValue;
 
@@ -67,13 +67,13 @@ impl tonic::service::Interceptor for BearerToken {
 pub type AgentClient = agent_client::AgentClient<InterceptedService<Channel, BearerToken>>;
 
 /// Connects to an agent (TLS when the URL is `https://`).
-pub async fn connect(opts: &ClientOptions) -> anyhow::Result<AgentClient> {
+pub async fn connect(opts: &ClientOptions) -> Result<AgentClient, AgentError> {
     let mut endpoint = Endpoint::from_shared(opts.url.clone())
-        .with_context(|| format!("bad agent URL {:?}", opts.url))?
+        .map_err(|source| AgentError::BadUrl { url: opts.url.clone(), source })?
         .timeout(opts.timeout)
         .connect_timeout(std::time::Duration::from_secs(10));
     if opts.url.starts_with("https://") {
-        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let read = read_file;
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.tls_ca {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
@@ -81,29 +81,36 @@ pub async fn connect(opts: &ClientOptions) -> anyhow::Result<AgentClient> {
         match (&opts.tls_cert, &opts.tls_key) {
             (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
             (None, None) => {}
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            _ => return Err(AgentError::Options("--tls-cert and --tls-key go together".into())),
         }
         if let Some(d) = &opts.tls_domain {
             tls = tls.domain_name(d.clone());
         }
-        endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+        endpoint = endpoint.tls_config(tls).map_err(AgentError::Tls)?;
     }
-    let channel = endpoint.connect().await.with_context(|| format!("connecting to agent {}", opts.url))?;
-    let token = match &opts.token {
-        Some(t) => Some(
-            format!("Bearer {}", t.expose())
-                .parse()
-                .map_err(|_| anyhow::anyhow!("the token holds characters not allowed in a header"))?,
-        ),
-        None => None,
-    };
+    let channel =
+        endpoint.connect().await.map_err(|source| AgentError::Connect { url: opts.url.clone(), source })?;
+    let token =
+        match &opts.token {
+            Some(t) => Some(format!("Bearer {}", t.expose()).parse().map_err(|_| {
+                AgentError::Options("the token holds characters not allowed in a header".into())
+            })?),
+            None => None,
+        };
     Ok(agent_client::AgentClient::with_interceptor(channel, BearerToken(token)))
 }
 
 /// Reads a secret file (token, AMI secret): trailing newline ignored, empty is an error.
-pub fn read_secret_file(path: &std::path::Path) -> anyhow::Result<SecretValue> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read_secret_file(path: &std::path::Path) -> Result<SecretValue, AgentError> {
+    let text = String::from_utf8_lossy(&read_file(&path.to_path_buf())?).into_owned();
     let value = text.trim_end_matches(['\r', '\n']);
-    anyhow::ensure!(!value.is_empty(), "{} is empty", path.display());
+    if value.is_empty() {
+        return Err(AgentError::EmptySecret(path.to_owned()));
+    }
     Ok(SecretValue::new(value))
+}
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read_file(path: &PathBuf) -> Result<Vec<u8>, AgentError> {
+    std::fs::read(path).map_err(|source| AgentError::Read { path: path.clone(), source })
 }

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod plan;
@@ -23,5 +24,6 @@ pub mod proto {
 }
 
 pub use client::{AgentClient, ClientOptions, connect};
+pub use error::AgentError;
 pub use node::{Node, NodeConfig, bundle_from_proto, bundle_to_proto};
 pub use server::{AgentOptions, RunningAgent, ServerTls, start};

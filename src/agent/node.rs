@@ -130,9 +130,10 @@ impl Failure {
 }
 
 impl Node {
-    /// A node around an AMI session (already spawned). Reads the last applied state from disk and
-    /// starts the event and poll tasks.
-    pub fn start(cfg: NodeConfig, session: Session) -> Arc<Node> {
+    /// A node around an AMI session and an event subscription made before its first login
+    /// ([`Session::spawn_subscribed`]). Reads the last applied state from disk and starts the
+    /// event and poll tasks.
+    pub fn start(cfg: NodeConfig, session: Session, events: crate::ami::EventStream) -> Arc<Node> {
         let mut status = Status::default();
         if let Ok(text) = std::fs::read_to_string(&cfg.state_file)
             && let Ok(applied) = serde_json::from_str::<Applied>(&text)
@@ -147,7 +148,6 @@ impl Node {
         let metrics = Metrics::new();
         metrics.set_bundle(&status.applied_hash);
         let (booted, _) = watch::channel(false);
-        let events = session.events_with_capacity(1024);
         let node = Arc::new(Node {
             cfg,
             session,
@@ -313,7 +313,7 @@ impl Node {
         for &module in &plan.modules {
             result.reloaded_modules.push(module.name().to_owned());
             let t = Instant::now();
-            let r = match self.reload(module).await {
+            let r = match self.reload(module, plan.restart.contains(&module)).await {
                 Ok(()) => self.verify(module, bundle).await,
                 Err(e) => Err(Failure::new(plan.files_of(module).first().cloned().unwrap_or_default(), e)),
             };
@@ -351,7 +351,7 @@ impl Node {
         for &module in &plan.modules {
             result.reloaded_modules.push(module.name().to_owned());
             let t = Instant::now();
-            let ok = self.reload(module).await;
+            let ok = self.reload(module, plan.restart.contains(&module)).await;
             if let Err(e) = &ok {
                 tracing::error!(module = module.name(), error = %e, "reload after rollback failed");
             }
@@ -399,6 +399,9 @@ impl Node {
     }
 
     fn record_applied(&self, bundle: &Bundle) -> Result<(), String> {
+        if lock(&self.status).applied_hash == bundle.hash && self.cfg.state_file.exists() {
+            return Ok(());
+        }
         let applied = Applied {
             hash: bundle.hash.clone(),
             files: bundle.files.keys().cloned().collect(),
@@ -419,8 +422,11 @@ impl Node {
 
     /// One AMI `Reload` of a module; success needs `Response: Success` and, when the `Reload`
     /// event arrives (read class `system`), its `Status: 0`.
-    async fn reload(&self, module: Module) -> Result<(), String> {
+    async fn reload(&self, module: Module, restart: bool) -> Result<(), String> {
         let name = module.name();
+        if restart {
+            return self.restart(name).await;
+        }
         let mut events = self.session.events_with_capacity(256);
         let message = self.session.call(&Reload(Some(name.to_owned()))).await.map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -445,6 +451,17 @@ impl Node {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Unloads and loads a module (AMI `ModuleLoad`), for settings its reload ignores.
+    async fn restart(&self, name: &str) -> Result<(), String> {
+        tracing::info!(module = name, "unloading and loading the module: its listener changed");
+        for load_type in ["unload", "load"] {
+            let action = Action::new("ModuleLoad").header("Module", name).header("LoadType", load_type);
+            let reply = self.session.send(action).await.map_err(|e| e.to_string())?;
+            actions::check("ModuleLoad", reply).map_err(|e| format!("{load_type} {name}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Everything the bundle defines for `module` is loaded. Asterisk applies a reload

@@ -91,6 +91,9 @@ pub struct Plan {
     pub removes: BTreeSet<String>,
     /// Modules to reload, in order, each once.
     pub modules: Vec<Module>,
+    /// Of those, the ones a reload is not enough for: chan_iax2 ignores a new `bindaddr` or
+    /// `bindport` on reload ("Ignoring bindaddr on reload"), so it is unloaded and loaded.
+    pub restart: BTreeSet<Module>,
 }
 
 impl Plan {
@@ -136,7 +139,28 @@ pub fn plan(
         }
     }
     out.modules = modules.into_iter().collect();
+    if out.modules.contains(&Module::Iax) {
+        let old = current.get(IAX_FILE).and_then(Option::as_deref).map(iax_listener).unwrap_or_default();
+        let new = bundle.get(IAX_FILE).map(|t| iax_listener(t)).unwrap_or_default();
+        if old != new {
+            out.restart.insert(Module::Iax);
+        }
+    }
     Ok(out)
+}
+
+/// `bindaddr` and `bindport` of the `[general]` section(s) of an IAX2 file.
+pub fn iax_listener(text: &str) -> (Option<String>, Option<String>) {
+    let mut out = (None, None);
+    for (_, lines) in sections(text).iter().filter(|(n, _)| n.eq_ignore_ascii_case("general")) {
+        if let Some(v) = value(lines, "bindaddr") {
+            out.0 = Some(v.to_owned());
+        }
+        if let Some(v) = value(lines, "bindport") {
+            out.1 = Some(v.to_owned());
+        }
+    }
+    out
 }
 
 /// Sections of an Asterisk `.conf` file: `(name, [(key, value)])`, in order. Templates (`(!)`)
@@ -339,6 +363,22 @@ contact=sip:127.0.0.1
 [tpl](!)
 type=endpoint
 ";
+
+    #[test]
+    fn a_new_iax_listener_needs_a_module_restart_other_changes_a_reload() {
+        let old = "[general](+)\nbindport=4569\nbindaddr=127.0.0.1\n[t]\ntype=peer\nqualify=yes\n";
+        let peer_changed = old.replace("qualify=yes", "qualify=no");
+        let moved = old.replace("127.0.0.1", "127.0.0.2");
+        let p = plan(&files(&[(IAX_FILE, &peer_changed)]), &disk(&[(IAX_FILE, Some(old))]), &BTreeSet::new())
+            .unwrap();
+        assert_eq!((p.modules.clone(), p.restart.len()), (vec![Module::Iax], 0));
+        let p =
+            plan(&files(&[(IAX_FILE, &moved)]), &disk(&[(IAX_FILE, Some(old))]), &BTreeSet::new()).unwrap();
+        assert!(p.restart.contains(&Module::Iax));
+        let p = plan(&files(&[(IAX_FILE, old)]), &disk(&[(IAX_FILE, None)]), &BTreeSet::new()).unwrap();
+        assert!(p.restart.contains(&Module::Iax), "first apply binds the listener");
+        assert_eq!(iax_listener(old), (Some("127.0.0.1".into()), Some("4569".into())));
+    }
 
     #[test]
     fn pjsip_objects_by_type_without_templates() {

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -14,6 +13,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
+use super::client::read_file;
+use super::error::AgentError;
 use super::node::{Node, NodeConfig, bundle_from_proto};
 use super::proto::{self, agent_server};
 use crate::ami::{Session, SessionConfig};
@@ -45,15 +46,17 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     /// Refuses configurations that would expose the Apply API without protection.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<(), AgentError> {
         if self.tls.is_none() && !self.insecure {
-            anyhow::bail!(
-                "gRPC without TLS needs --insecure (local use only); give --tls-cert and --tls-key"
-            );
+            return Err(AgentError::Options(
+                "gRPC without TLS needs --insecure (local use only); give --tls-cert and --tls-key".into(),
+            ));
         }
         let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         if !mtls && self.token.is_none() && !self.insecure {
-            anyhow::bail!("no caller authentication: give --tls-client-ca (mTLS) or --token-file");
+            return Err(AgentError::Options(
+                "no caller authentication: give --tls-client-ca (mTLS) or --token-file".into(),
+            ));
         }
         Ok(())
     }
@@ -181,12 +184,12 @@ impl RunningAgent {
 
 /// Starts the agent: AMI session, node tasks, gRPC and HTTP servers. Port 0 picks a free port
 /// (see the addresses in the result).
-pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
+pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     opts.check()?;
     let tls = match &opts.tls {
         None => None,
         Some(t) => {
-            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let read = read_file;
             let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
             if let Some(ca) = &t.client_ca {
                 cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?));
@@ -194,16 +197,20 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
             Some(cfg)
         }
     };
-    let grpc = tokio::net::TcpListener::bind(opts.grpc_listen)
-        .await
-        .with_context(|| format!("binding gRPC on {}", opts.grpc_listen))?;
-    let http = tokio::net::TcpListener::bind(opts.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP on {}", opts.http_listen))?;
-    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let bind = |what, addr| async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind {
+            what,
+            addr,
+            source,
+        })?;
+        let local = listener.local_addr().map_err(|source| AgentError::Bind { what, addr, source })?;
+        Ok::<_, AgentError>((listener, local))
+    };
+    let (grpc, grpc_addr) = bind("gRPC", opts.grpc_listen).await?;
+    let (http, http_addr) = bind("HTTP", opts.http_listen).await?;
 
-    let session = Session::spawn(opts.ami.clone());
-    let node = Node::start(opts.node.clone(), session);
+    let (session, events) = Session::spawn_subscribed(opts.ami.clone(), 1024);
+    let node = Node::start(opts.node.clone(), session, events);
     let (stop, stopped) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -215,7 +222,7 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     );
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("gRPC TLS configuration")?;
+        builder = builder.tls_config(tls).map_err(AgentError::Tls)?;
     }
     let grpc_task = {
         let signal = wait(stopped.clone());
@@ -253,7 +260,10 @@ pub async fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
 }
 
 /// Runs until `shutdown` resolves (SIGTERM / ctrl-c in the CLI), then stops gracefully.
-pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    opts: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
     let agent = start(opts).await?;
     shutdown.await;
     tracing::info!("shutting down");

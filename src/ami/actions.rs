@@ -9,7 +9,8 @@ use super::codec::{Action, Message};
 use super::correlate::Reply;
 use super::error::AmiError;
 use super::events::{DeviceStateChange, ExtensionStatus};
-use super::types::{DeviceState, EventMask, ExtensionState, Secret};
+use super::types::{DeviceState, EventMask, ExtensionState};
+use crate::secret::SecretValue;
 
 /// An action with a typed answer.
 pub trait TypedAction {
@@ -41,7 +42,7 @@ fn field(action: &str, m: &Message, key: &str) -> Result<String, AmiError> {
 }
 
 /// MD5 login key: `md5(challenge + secret)` in lowercase hex.
-pub fn md5_key(challenge: &str, secret: &Secret) -> String {
+pub fn md5_key(challenge: &str, secret: &SecretValue) -> String {
     let mut h = Md5::new();
     h.update(challenge.as_bytes());
     h.update(secret.expose().as_bytes());
@@ -49,7 +50,7 @@ pub fn md5_key(challenge: &str, secret: &Secret) -> String {
 }
 
 /// Login action; with `challenge` it uses `AuthType: MD5` and `Key`, else the plain `Secret`.
-pub fn login_action(user: &str, secret: &Secret, challenge: Option<&str>, events: &EventMask) -> Action {
+pub fn login_action(user: &str, secret: &SecretValue, challenge: Option<&str>, events: &EventMask) -> Action {
     let a = Action::new("Login");
     let a = match challenge {
         Some(c) => a.header("AuthType", "MD5").header("Username", user).header("Key", md5_key(c, secret)),

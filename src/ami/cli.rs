@@ -16,7 +16,8 @@ use super::codec::{Action, Message};
 use super::correlate::Reply;
 use super::error::AmiError;
 use super::session::{AuthMethod, Session, SessionConfig};
-use super::types::{EventMask, Secret};
+use super::types::EventMask;
+use crate::secret::SecretValue;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AmiArgs {
@@ -95,14 +96,14 @@ pub fn reply_json(r: &Reply) -> serde_json::Value {
     serde_json::Value::Object(o)
 }
 
-fn read_secret(path: &PathBuf) -> Result<Secret, AmiError> {
+fn read_secret(path: &PathBuf) -> Result<SecretValue, AmiError> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| AmiError::Usage(format!("cannot read secret file {}: {e}", path.display())))?;
     let s = s.trim_end_matches(['\r', '\n']);
     if s.is_empty() {
         return Err(AmiError::Usage(format!("secret file {} is empty", path.display())));
     }
-    Ok(Secret::new(s))
+    Ok(SecretValue::new(s))
 }
 
 fn config(args: &AmiArgs, events: EventMask) -> Result<SessionConfig, AmiError> {

@@ -21,4 +21,4 @@ pub use correlate::{Correlator, Expect, Reply, Routed};
 pub use error::AmiError;
 pub use events::Event;
 pub use session::{AuthMethod, ConnectionState, EventStream, Session, SessionConfig, SessionStats};
-pub use types::{DeviceState, EventMask, ExtensionState, Secret};
+pub use types::{DeviceState, EventMask, ExtensionState};

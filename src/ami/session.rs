@@ -30,7 +30,8 @@ use super::codec::{Action, DecodeError, Decoder, Frame, Limits, Message};
 use super::correlate::{Correlator, Expect, Reply, Routed};
 use super::error::AmiError;
 use super::events::Event;
-use super::types::{EventMask, Secret};
+use super::types::EventMask;
+use crate::secret::SecretValue;
 
 /// How to log in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -47,7 +48,7 @@ pub struct SessionConfig {
     /// `host:port`, e.g. `127.0.0.1:5038`.
     pub addr: String,
     pub username: String,
-    pub secret: Secret,
+    pub secret: SecretValue,
     pub auth: AuthMethod,
     /// Event classes to receive; sent with every Login.
     pub events: EventMask,
@@ -65,7 +66,7 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn new(addr: impl Into<String>, username: impl Into<String>, secret: Secret) -> Self {
+    pub fn new(addr: impl Into<String>, username: impl Into<String>, secret: SecretValue) -> Self {
         SessionConfig {
             addr: addr.into(),
             username: username.into(),
@@ -238,14 +239,22 @@ impl Session {
     /// Start a session that keeps trying to connect in the background (the agent's mode: Asterisk
     /// may not be up yet). Watch [`Session::state`] to see it connect.
     pub fn spawn(config: SessionConfig) -> Session {
-        Self::start(config, None)
+        Self::start(config, None, None).0
+    }
+
+    /// Like [`Session::spawn`], with an event subscription (buffer of `capacity`) made before the
+    /// first connection, so no event can be missed, not even the `FullyBooted` Asterisk sends
+    /// right after the login.
+    pub fn spawn_subscribed(config: SessionConfig, capacity: usize) -> (Session, EventStream) {
+        let (s, events) = Self::start(config, None, Some(capacity));
+        (s, events.expect("subscribed before start"))
     }
 
     /// Connect and log in once, failing at once if that does not work (bad address, refused login).
     /// After that the session reconnects by itself like [`Session::spawn`].
     pub async fn connect(config: SessionConfig) -> Result<Session, AmiError> {
         let (tx, rx) = oneshot::channel();
-        let s = Self::start(config, Some(tx));
+        let s = Self::start(config, Some(tx), None).0;
         match rx.await {
             Ok(Ok(())) => Ok(s),
             Ok(Err(e)) => Err(e),
@@ -253,7 +262,11 @@ impl Session {
         }
     }
 
-    fn start(config: SessionConfig, first: Option<oneshot::Sender<Result<(), AmiError>>>) -> Session {
+    fn start(
+        config: SessionConfig,
+        first: Option<oneshot::Sender<Result<(), AmiError>>>,
+        subscribe: Option<usize>,
+    ) -> (Session, Option<EventStream>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting { attempt: 1 });
         let id_prefix = format!("ao{:06x}", rand::rng().random_range(0..0x100_0000u32));
@@ -272,8 +285,9 @@ impl Session {
             action_timeout: config.action_timeout,
             username: config.username.clone(),
         };
+        let events = subscribe.map(|capacity| s.events_with_capacity(capacity));
         tokio::spawn(Driver { cfg: config, shared, cmd_rx, state_tx }.run(first));
-        s
+        (s, events)
     }
 
     /// The connection state (a `watch`: `.changed().await` to follow it).

@@ -286,33 +286,6 @@ fn reconcile_links(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_dialled_at_the_fleet_mesh_port_unless_overridden() {
-        let mut cfg = MeshConfig::new("office-a");
-        assert_eq!(
-            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
-            "https://office-b-agent:7443"
-        );
-        cfg.peer_port = Some(7444);
-        assert_eq!(
-            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
-            "http://office-b-agent:7444"
-        );
-        cfg.tls = Some(MeshTls { ca: "ca".into(), cert: "c".into(), key: "k".into() });
-        assert_eq!(
-            cfg.endpoint_of("office-b", Some("https://10.0.0.2:7443/")).unwrap(),
-            "https://10.0.0.2:7444"
-        );
-        assert_eq!(cfg.endpoint_of("office-b", None), None);
-        cfg.endpoints.insert("office-b".into(), "https://127.0.0.9:9999".into());
-        assert_eq!(cfg.endpoint_of("office-b", None).unwrap(), "https://127.0.0.9:9999");
-    }
-}
-
 /// A running mesh server of its own (when not added to the agent's server).
 pub struct MeshServer {
     /// Where it listens.
@@ -359,4 +332,31 @@ pub async fn serve(
         }
     });
     Ok(MeshServer { addr, stop: Some(stop), task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_dialled_at_the_fleet_mesh_port_unless_overridden() {
+        let mut cfg = MeshConfig::new("office-a");
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
+            "https://office-b-agent:7443"
+        );
+        cfg.peer_port = Some(7444);
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
+            "http://office-b-agent:7444"
+        );
+        cfg.tls = Some(MeshTls { ca: "ca".into(), cert: "c".into(), key: "k".into() });
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://10.0.0.2:7443/")).unwrap(),
+            "https://10.0.0.2:7444"
+        );
+        assert_eq!(cfg.endpoint_of("office-b", None), None);
+        cfg.endpoints.insert("office-b".into(), "https://127.0.0.9:9999".into());
+        assert_eq!(cfg.endpoint_of("office-b", None).unwrap(), "https://127.0.0.9:9999");
+    }
 }

@@ -113,20 +113,73 @@ fn duplicate_names<'a>(
     dups
 }
 
+/// The resources of one kind worth resolving, oldest first (so the oldest keeps what two
+/// claim): names that are valid and defined once, each with its resource.
+fn candidates<'a, K: kube::Resource>(kind: Kind, list: &'a [K], errors: &mut Errors) -> Vec<(String, &'a K)> {
+    let mut sorted: Vec<&K> = list.iter().collect();
+    sorted.sort_by_cached_key(|r| age_key(r.meta()));
+    let dups = duplicate_names(kind, sorted.iter().map(|r| name_of(r.meta())), errors);
+    sorted
+        .into_iter()
+        .map(|r| (name_of(r.meta()), r))
+        .filter(|(name, _)| !dups.contains(name) && check_name(kind, name, errors))
+        .collect()
+}
+
+/// Values that end up inside config lines must not be able to break out of them. The CRD schema
+/// states the same rules; manifests read offline bypass it, so the resolver checks again.
+fn is_host(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+}
+
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_codec(s: &str) -> bool {
+    (2..=16).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Pushes an `InvalidField` error when `ok` is false; returns `ok`.
+fn check_field(
+    errors: &mut Errors,
+    kind: Kind,
+    name: &str,
+    field: String,
+    value: &str,
+    ok: bool,
+    fix: &str,
+) -> bool {
+    if !ok {
+        errors.push(kind, name, field, Reason::InvalidField, format!("{value:?} is not allowed here"), fix);
+    }
+    ok
+}
+
+fn check_codecs(errors: &mut Errors, kind: Kind, name: &str, field: &str, codecs: &[String]) -> bool {
+    let mut ok = true;
+    for (i, codec) in codecs.iter().enumerate() {
+        ok &= check_field(
+            errors,
+            kind,
+            name,
+            format!("{field}[{i}]"),
+            codec,
+            is_codec(codec),
+            "use Asterisk codec names: 2-16 lowercase letters, digits or '_' (ulaw, alaw, g722, opus, …)",
+        );
+    }
+    ok
+}
+
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String, Node> {
-    let mut sorted: Vec<&AsteriskNode> = list.iter().collect();
-    sorted.sort_by_cached_key(|n| age_key(&n.metadata));
-    let dups = duplicate_names(Kind::AsteriskNode, sorted.iter().map(|n| name_of(&n.metadata)), errors);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    for node in sorted {
-        let name = name_of(&node.metadata);
-        if dups.contains(&name) || !check_name(Kind::AsteriskNode, &name, errors) {
-            continue;
-        }
+    for (name, node) in candidates(Kind::AsteriskNode, list, errors) {
         let spec = &node.spec;
         let mut ok = true;
         let plan = &spec.numbering;
@@ -165,6 +218,59 @@ fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String,
                         plan.length
                     ),
                     "use digits only, fewer than spec.numbering.length of them",
+                );
+            }
+        }
+        let host_fix = "use a host name or an IP address (letters, digits, '.', '-', ':')";
+        let kind = Kind::AsteriskNode;
+        if let Some(address) = &spec.address {
+            ok &=
+                check_field(errors, kind, &name, "spec.address".into(), address, is_host(address), host_fix);
+        }
+        for (field, bind) in [("spec.sip.bind", &spec.sip.bind), ("spec.iax.bind", &spec.iax.bind)] {
+            if let Some(bind) = bind {
+                ok &= check_field(
+                    errors,
+                    kind,
+                    &name,
+                    field.into(),
+                    bind,
+                    bind.parse::<IpAddr>().is_ok(),
+                    "use an IP address of this server",
+                );
+            }
+        }
+        ok &= check_field(
+            errors,
+            kind,
+            &name,
+            "spec.phoneContext".into(),
+            &spec.phone_context,
+            is_name(&spec.phone_context, 79),
+            "use 1-79 letters, digits, '_' or '-'",
+        );
+        ok &= check_codecs(errors, kind, &name, "spec.codecs", &spec.codecs);
+        if let Some(nat) = &spec.nat {
+            if let Some(external) = &nat.external_address {
+                ok &= check_field(
+                    errors,
+                    kind,
+                    &name,
+                    "spec.nat.externalAddress".into(),
+                    external,
+                    is_host(external),
+                    host_fix,
+                );
+            }
+            for (i, net) in nat.local_nets.iter().enumerate() {
+                ok &= check_field(
+                    errors,
+                    kind,
+                    &name,
+                    format!("spec.nat.localNets[{i}]"),
+                    net,
+                    valid_cidr(net),
+                    "write an address and prefix length, e.g. 192.168.0.0/16",
                 );
             }
         }
@@ -301,15 +407,8 @@ fn resolve_trunks(
     set: &ResourceSet,
     errors: &mut Errors,
 ) -> BTreeMap<String, TrunkLink> {
-    let mut sorted: Vec<&Trunk> = list.iter().collect();
-    sorted.sort_by_cached_key(|t| age_key(&t.metadata));
-    let dups = duplicate_names(Kind::Trunk, sorted.iter().map(|t| name_of(&t.metadata)), errors);
     let mut trunks = BTreeMap::new();
-    for trunk in sorted {
-        let name = name_of(&trunk.metadata);
-        if dups.contains(&name) || !check_name(Kind::Trunk, &name, errors) {
-            continue;
-        }
+    for (name, trunk) in candidates(Kind::Trunk, list, errors) {
         let spec = &trunk.spec;
         let mut ok = true;
         if spec.ends.len() != 2 {
@@ -397,6 +496,9 @@ fn resolve_trunks(
                 );
             }
         }
+        if let Some(codecs) = &spec.codecs {
+            ok &= check_codecs(errors, Kind::Trunk, &name, "spec.codecs", codecs);
+        }
         let reference = trunk_secret_ref(trunk);
         let field = "spec.auth.secretRef";
         let secret = |key: &str, errors: &mut Errors| {
@@ -450,16 +552,9 @@ fn resolve_phones(
     set: &ResourceSet,
     errors: &mut Errors,
 ) -> BTreeMap<String, PhoneLine> {
-    let mut sorted: Vec<&Phone> = list.iter().collect();
-    sorted.sort_by_cached_key(|p| age_key(&p.metadata));
-    let dups = duplicate_names(Kind::Phone, sorted.iter().map(|p| name_of(&p.metadata)), errors);
     let mut phones = BTreeMap::new();
     let mut by_extension: BTreeMap<String, String> = BTreeMap::new();
-    for phone in sorted {
-        let name = name_of(&phone.metadata);
-        if dups.contains(&name) || !check_name(Kind::Phone, &name, errors) {
-            continue;
-        }
+    for (name, phone) in candidates(Kind::Phone, list, errors) {
         let spec = &phone.spec;
         let Some(node) = nodes.get(&spec.node) else {
             errors.push(
@@ -497,6 +592,41 @@ fn resolve_phones(
                 ),
                 "pick an extension of that plan, or home the phone on the node that owns this number",
             );
+            continue;
+        }
+        let mut ok = true;
+        if let Some(display) = &spec.display_name {
+            let fine = !display.is_empty()
+                && display.chars().count() <= 64
+                && !display.chars().any(|c| c.is_control() || matches!(c, '"' | '<' | '>' | '\\' | ';'));
+            ok &= check_field(
+                errors,
+                Kind::Phone,
+                &name,
+                "spec.displayName".into(),
+                display,
+                fine,
+                "use at most 64 characters without quotes, <, >, backslash or ;",
+            );
+        }
+        if let Some(mailbox) = &spec.voicemail {
+            let (number, context) =
+                mailbox.split_once('@').map_or((mailbox.as_str(), None), |(n, c)| (n, Some(c)));
+            let fine = is_digits(number) && number.len() <= 15 && context.is_none_or(|c| is_name(c, 79));
+            ok &= check_field(
+                errors,
+                Kind::Phone,
+                &name,
+                "spec.voicemail".into(),
+                mailbox,
+                fine,
+                "write a mailbox number, optionally @context",
+            );
+        }
+        if let Some(codecs) = &spec.codecs {
+            ok &= check_codecs(errors, Kind::Phone, &name, "spec.codecs", codecs);
+        }
+        if !ok {
             continue;
         }
         if let Some(other) = by_extension.get(&spec.extension) {
@@ -577,18 +707,11 @@ fn resolve_blf(
     phones: &BTreeMap<String, PhoneLine>,
     errors: &mut Errors,
 ) -> (BTreeSet<Mirror>, BTreeMap<String, Vec<BlfKey>>) {
-    let mut sorted: Vec<&BlfSubscription> = list.iter().collect();
-    sorted.sort_by_cached_key(|b| name_of(&b.metadata));
-    let dups = duplicate_names(Kind::BlfSubscription, sorted.iter().map(|b| name_of(&b.metadata)), errors);
     let by_extension: BTreeMap<&str, &PhoneLine> =
         phones.values().map(|p| (p.extension.as_str(), p)).collect();
     let mut mirrors = BTreeSet::new();
     let mut keys: BTreeMap<String, Vec<BlfKey>> = BTreeMap::new();
-    for sub in sorted {
-        let name = name_of(&sub.metadata);
-        if dups.contains(&name) || !check_name(Kind::BlfSubscription, &name, errors) {
-            continue;
-        }
+    for (name, sub) in candidates(Kind::BlfSubscription, list, errors) {
         let watcher = &sub.spec.watcher;
         let watcher_node = match (&watcher.phone, &watcher.node) {
             (Some(phone), None) => match phones.get(phone) {

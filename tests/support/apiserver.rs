@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::fleet::repo;
@@ -54,4 +56,35 @@ impl Drop for ApiServer {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Installs the checked-in `crds/` and waits until all four are Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in ["asterisknode", "trunk", "phone", "blfsubscription"] {
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&super::fleet::read(format!("crds/{file}.yaml"))).unwrap();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("crds/{file}.yaml refused: {e}"));
+    }
+    for _ in 0..100 {
+        let list = crds.list(&Default::default()).await.unwrap();
+        let established = list
+            .items
+            .iter()
+            .filter(|c| c.spec.group == "asterisk.operator.dev")
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            })
+            .count();
+        if established == 4 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("CRDs never became Established");
 }

@@ -1,10 +1,14 @@
 //! Example fleets with deterministic secrets, so rendered files can be compared byte for byte.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use asterisk_operator::manifest::Manifests;
 use asterisk_operator::secret::SecretValue;
 use asterisk_operator::topology::{self, ResourceSet};
+
+use super::asterisk::fresh_address;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -40,4 +44,30 @@ pub fn example(name: &str) -> ResourceSet {
 pub fn read(path: impl AsRef<Path>) -> String {
     let path = repo().join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Points every node of an example at its own loopback address: nodes with an address get it
+/// as their address, every node binds its SIP and IAX2 listeners there.
+pub fn on_loopback(mut set: ResourceSet) -> (ResourceSet, BTreeMap<String, Ipv4Addr>) {
+    let mut addrs = BTreeMap::new();
+    for node in &mut set.nodes {
+        let addr = fresh_address();
+        let spec = &mut node.spec;
+        if spec.address.is_some() {
+            spec.address = Some(addr.to_string());
+        }
+        spec.sip.bind = Some(addr.to_string());
+        spec.iax.bind = Some(addr.to_string());
+        // Test phones and trunks all live on 127/8.
+        if let Some(nat) = &mut spec.nat {
+            nat.local_nets = vec!["127.0.0.0/8".into()];
+        }
+        addrs.insert(node.metadata.name.clone().unwrap(), addr);
+    }
+    for trunk in &mut set.trunks {
+        if !trunk.spec.permit.is_empty() {
+            trunk.spec.permit = vec!["127.0.0.0/8".into()];
+        }
+    }
+    (set, addrs)
 }

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use asterisk_operator::ami::{self, DeviceState, ExtensionState, Secret, Session, SessionConfig, actions};
+use asterisk_operator::ami::{self, DeviceState, ExtensionState, Session, SessionConfig, actions};
 use asterisk_operator::mesh::{self, MeshConfig, MeshNode, MeshServer, MeshTls, PeerAuth};
 use asterisk_operator::render::{self, Bundle, MeshPlan};
-use asterisk_operator::topology::{self, ResourceSet};
+use asterisk_operator::secret::SecretValue;
+use asterisk_operator::topology;
 use tokio::sync::watch;
 
-use super::asterisk::{Asterisk, fresh_address};
+use super::asterisk::Asterisk;
 use super::fleet;
 
 /// The mesh port every test node listens on (each node has its own address).
@@ -30,30 +31,6 @@ pub const STATES: [DeviceState; 7] = [
     DeviceState::OnHold,
 ];
 
-/// Points every node of an example at its own loopback address.
-pub fn on_loopback(mut set: ResourceSet) -> (ResourceSet, BTreeMap<String, Ipv4Addr>) {
-    let mut addrs = BTreeMap::new();
-    for node in &mut set.nodes {
-        let addr = fresh_address();
-        let spec = &mut node.spec;
-        if spec.address.is_some() {
-            spec.address = Some(addr.to_string());
-        }
-        spec.sip.bind = Some(addr.to_string());
-        spec.iax.bind = Some(addr.to_string());
-        if let Some(nat) = &mut spec.nat {
-            nat.local_nets = vec!["127.0.0.0/8".into()];
-        }
-        addrs.insert(node.metadata.name.clone().unwrap(), addr);
-    }
-    for trunk in &mut set.trunks {
-        if !trunk.spec.permit.is_empty() {
-            trunk.spec.permit = vec!["127.0.0.0/8".into()];
-        }
-    }
-    (set, addrs)
-}
-
 /// The custom device that drives `ext`'s hint on its owner when the test replaced the hint
 /// (see [`boot`]).
 pub fn drive_device(ext: &str) -> String {
@@ -64,7 +41,7 @@ pub fn drive_device(ext: &str) -> String {
 /// hints of the extensions in `driven` are replaced by `Custom:drive-<ext>` so a test can set
 /// every state with one Setvar; the rest keep their `PJSIP/<ext>` hints.
 pub fn boot(example: &str, driven: &[&str]) -> (BTreeMap<String, Bundle>, BTreeMap<String, Asterisk>) {
-    let (set, addrs) = on_loopback(fleet::example(example));
+    let (set, addrs) = fleet::on_loopback(fleet::example(example));
     let resolution = topology::resolve(&set);
     assert_eq!(resolution.errors, vec![]);
     let mut bundles = render::render_all(&resolution.topology);
@@ -195,7 +172,7 @@ impl Drop for Pki {
 
 /// AMI settings for a test-bed Asterisk (admin / secret).
 pub fn ami_config(addr: SocketAddr) -> SessionConfig {
-    let mut cfg = SessionConfig::new(addr.to_string(), "admin", Secret::new("secret"));
+    let mut cfg = SessionConfig::new(addr.to_string(), "admin", SecretValue::new("secret"));
     cfg.backoff_initial = Duration::from_millis(100);
     cfg.backoff_max = Duration::from_millis(500);
     cfg.keepalive = Some(Duration::from_secs(2));

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod apiserver;
 pub mod asterisk;
 pub mod baresip;

@@ -1,0 +1,115 @@
+//! `asterisk-operator controller`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::fleet::AgentAccess;
+use super::kube::{self as kube_mode, KubeError, KubeOptions};
+use super::manifests::{self, ManifestsError, ManifestsOptions};
+use crate::agent::client::read_secret_file;
+use crate::agent::error::AgentError;
+
+/// `asterisk-operator controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Manifest file or folder to reconcile instead of the API server (repeatable). Without it
+    /// the controller watches the API server of the current kubeconfig / in-cluster config.
+    #[arg(long = "manifests", env = "AO_CONTROLLER_MANIFESTS", value_delimiter = ',')]
+    pub manifests: Vec<PathBuf>,
+    /// `--manifests` mode: where every resource's status is written (YAML).
+    #[arg(long, env = "AO_CONTROLLER_STATUS_FILE", default_value = "controller-status.yaml")]
+    pub status_file: PathBuf,
+    /// Where generated secrets are kept between runs (mode 0600): always in `--manifests` mode
+    /// (default `controller-secrets.yaml`); against an API server only when it has no Secrets API.
+    #[arg(long, env = "AO_CONTROLLER_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Seconds between reconciles (manifests are re-read each time; only changed bundles are pushed).
+    #[arg(long, env = "AO_CONTROLLER_INTERVAL", default_value_t = 5.0)]
+    pub interval: f64,
+    /// `--manifests` mode: reconcile once and exit: 0 when everything is valid and applied, 1 otherwise.
+    #[arg(long, requires = "manifests")]
+    pub once: bool,
+    /// File holding the agents' shared token.
+    #[arg(long, env = "AO_CONTROLLER_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the agents' certificates.
+    #[arg(long, env = "AO_CONTROLLER_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS to the agents.
+    #[arg(long, env = "AO_CONTROLLER_AGENT_CERT", requires = "agent_key")]
+    pub agent_cert: Option<PathBuf>,
+    /// Client key (PEM) for mTLS to the agents.
+    #[arg(long, env = "AO_CONTROLLER_AGENT_KEY", requires = "agent_cert")]
+    pub agent_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "AO_CONTROLLER_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Bad settings.
+    #[error(transparent)]
+    Settings(#[from] AgentError),
+    /// The reconcile failed as a whole.
+    #[error(transparent)]
+    Manifests(#[from] ManifestsError),
+    /// No usable kubeconfig or in-cluster config.
+    #[error("no Kubernetes client configuration (kubeconfig or in-cluster): {0}")]
+    KubeConfig(#[source] kube::Error),
+    /// The API-server mode failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+}
+
+/// Runs the controller until SIGTERM or ctrl-c (or once, with `--once`).
+pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
+    if args.interval.is_nan() || args.interval <= 0.0 {
+        return Err(AgentError::Options("--interval must be positive".into()).into());
+    }
+    let agents = AgentAccess {
+        token: args.agent_token_file.as_deref().map(read_secret_file).transpose()?,
+        tls_ca: args.agent_ca.clone(),
+        tls_cert: args.agent_cert.clone(),
+        tls_key: args.agent_key.clone(),
+        timeout: None,
+    };
+    let interval = Duration::from_secs_f64(args.interval);
+    if args.manifests.is_empty() {
+        let client = kube::Client::try_default().await.map_err(ControllerError::KubeConfig)?;
+        let opts = KubeOptions {
+            agents,
+            secrets_file: args.secrets_file.clone(),
+            resync: interval,
+            debounce: Duration::from_millis(200),
+        };
+        kube_mode::run(client, opts, crate::agent::cli::shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = ManifestsOptions {
+        inputs: args.manifests.clone(),
+        status_file: args.status_file.clone(),
+        secrets_file: args.secrets_file.clone().unwrap_or_else(|| "controller-secrets.yaml".into()),
+        agents,
+    };
+    let report = manifests::run(
+        opts,
+        Duration::from_secs_f64(args.interval),
+        args.once,
+        crate::agent::cli::shutdown_signal(),
+    )
+    .await?;
+    if args.once {
+        for (node, ok) in &report.pushed {
+            println!("{node}: {}", if *ok { "applied" } else { "NOT applied (see the status file)" });
+        }
+        for e in &report.errors {
+            eprintln!("invalid: {e}");
+        }
+        let clean = report.errors.is_empty() && report.pushed.values().all(|ok| *ok);
+        return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    Ok(ExitCode::SUCCESS)
+}

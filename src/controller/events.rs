@@ -1,0 +1,152 @@
+//! Which Kubernetes Events a reconcile should emit, computed from the statuses before and after
+//! (pure). Events mark transitions only, so a steady fleet emits none.
+
+use std::collections::BTreeMap;
+
+use super::conditions::types;
+use super::status::ResourceStatus;
+use crate::topology::{Kind, ObjectRef};
+
+/// One Event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The resource it is about.
+    pub object: ObjectRef,
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason, e.g. `Applied`, `ApplyFailed`, `OutsideNumbering`.
+    pub reason: String,
+    /// What happened, for people.
+    pub note: String,
+    /// What the controller was doing: `Validate` or `Apply`.
+    pub action: &'static str,
+}
+
+fn condition<'a>(status: Option<&'a ResourceStatus>, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    status?
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn applied_hash(status: Option<&ResourceStatus>) -> Option<&str> {
+    match status {
+        Some(ResourceStatus::Node(s)) => s.applied_bundle_hash.as_deref(),
+        _ => None,
+    }
+}
+
+/// Events for what changed between `before` and `after`: a resource that became invalid (or
+/// invalid for another reason), a node that applied a new bundle, a node whose apply failed.
+pub fn notices(
+    before: &BTreeMap<ObjectRef, ResourceStatus>,
+    after: &BTreeMap<ObjectRef, ResourceStatus>,
+) -> Vec<Notice> {
+    let mut out = Vec::new();
+    for (object, status) in after {
+        let old = before.get(object);
+        let valid = condition(Some(status), types::VALID);
+        if let Some(("False", reason, message)) = valid
+            && condition(old, types::VALID) != valid
+        {
+            out.push(Notice {
+                object: object.clone(),
+                warning: true,
+                reason: reason.to_owned(),
+                note: message.to_owned(),
+                action: "Validate",
+            });
+        }
+        if object.kind != Kind::AsteriskNode {
+            continue;
+        }
+        let applied = condition(Some(status), types::CONFIG_APPLIED);
+        match applied {
+            Some(("True", _, _))
+                if applied_hash(Some(status)) != applied_hash(old)
+                    || condition(old, types::CONFIG_APPLIED) != applied =>
+            {
+                let hash = applied_hash(Some(status)).unwrap_or_default();
+                out.push(Notice {
+                    object: object.clone(),
+                    warning: false,
+                    reason: "Applied".into(),
+                    note: format!("bundle {} applied", &hash[..12.min(hash.len())]),
+                    action: "Apply",
+                });
+            }
+            Some(("False", reason, message))
+                if reason != "Invalid" && condition(old, types::CONFIG_APPLIED) != applied =>
+            {
+                out.push(Notice {
+                    object: object.clone(),
+                    warning: true,
+                    reason: reason.to_owned(),
+                    note: message.to_owned(),
+                    action: "Apply",
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::conditions::{ConditionUpdate, set_condition};
+    use crate::crd::{AsteriskNodeStatus, PhoneStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn node(hash: &str, applied: ConditionUpdate) -> ResourceStatus {
+        let mut s = AsteriskNodeStatus { applied_bundle_hash: Some(hash.into()), ..Default::default() };
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        set_condition(&mut s.conditions, ConditionUpdate::ok(types::VALID, "Valid", "ok"), Some(1), &now);
+        set_condition(&mut s.conditions, applied, Some(1), &now);
+        ResourceStatus::Node(s)
+    }
+
+    #[test]
+    fn applies_failures_and_invalid_resources_are_announced_once() {
+        let a = ObjectRef::new(Kind::AsteriskNode, "default", "office-a");
+        let p = ObjectRef::new(Kind::Phone, "default", "stray");
+        let ok = || ConditionUpdate::ok(types::CONFIG_APPLIED, "Applied", "in force");
+        let mut invalid = PhoneStatus::default();
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        set_condition(
+            &mut invalid.conditions,
+            ConditionUpdate::failed(types::VALID, "OutsideNumbering", "spec.extension: …"),
+            Some(1),
+            &now,
+        );
+
+        let empty = BTreeMap::new();
+        let first =
+            BTreeMap::from([(a.clone(), node("aaaa", ok())), (p.clone(), ResourceStatus::Phone(invalid))]);
+        let n = notices(&empty, &first);
+        assert_eq!(n.len(), 2);
+        assert!(n.iter().any(|n| n.object == a && n.reason == "Applied" && !n.warning));
+        assert!(n.iter().any(|n| n.object == p && n.reason == "OutsideNumbering" && n.warning));
+        assert!(notices(&first, &first).is_empty(), "a steady fleet emits nothing");
+
+        let mut second = first.clone();
+        second.insert(a.clone(), node("bbbb", ok()));
+        assert_eq!(notices(&first, &second)[0].note, "bundle bbbb applied");
+
+        let mut third = second.clone();
+        third.insert(
+            a.clone(),
+            node(
+                "bbbb",
+                ConditionUpdate::failed(types::CONFIG_APPLIED, "ApplyFailed", "pjsip_operator.conf: bad"),
+            ),
+        );
+        let n = notices(&second, &third);
+        assert_eq!(
+            (n[0].warning, n[0].reason.as_str(), n[0].note.as_str()),
+            (true, "ApplyFailed", "pjsip_operator.conf: bad")
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The fleet reconcile shared by both sources (manifests, API server): push every node whose
+//! bundle changed to its agent — all at once, each node with its own backoff, so one broken
+//! node never stalls the others — and compute every resource's status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::task::JoinSet;
+
+use super::status::{NodeOutcome, ResourceStatus, fleet_status};
+use crate::agent::client::{ClientOptions, connect};
+use crate::agent::node::bundle_to_proto;
+use crate::agent::proto::StatusRequest;
+use crate::offline::LoadedFleet;
+use crate::render::Bundle;
+use crate::secret::SecretValue;
+use crate::topology::ObjectRef;
+
+/// How to reach the agents (the same for every node).
+#[derive(Clone, Debug, Default)]
+pub struct AgentAccess {
+    /// Shared bearer token.
+    pub token: Option<SecretValue>,
+    /// CA that signed the agents' certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mTLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for mTLS.
+    pub tls_key: Option<PathBuf>,
+    /// Per-call timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Per-node push bookkeeping.
+#[derive(Clone, Debug)]
+pub(crate) struct NodePush {
+    outcome: NodeOutcome,
+    /// Hash of the bundle the outcome is about.
+    hash: String,
+    failures: u32,
+    next_try: Instant,
+}
+
+/// What one reconcile did.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileReport {
+    /// Nodes whose bundle was pushed, with whether the agent applied it.
+    pub pushed: BTreeMap<String, bool>,
+    /// Validation errors, as messages.
+    pub errors: Vec<String>,
+    /// Some resource's status differs from the previous reconcile's.
+    pub status_changed: bool,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Push bookkeeping and the last statuses, carried between reconciles.
+#[derive(Debug, Default)]
+pub struct FleetReconciler {
+    agents: AgentAccess,
+    pushes: BTreeMap<(String, String), NodePush>,
+    statuses: BTreeMap<ObjectRef, ResourceStatus>,
+}
+
+impl FleetReconciler {
+    /// Nothing pushed yet.
+    pub fn new(agents: AgentAccess) -> Self {
+        Self { agents, ..Self::default() }
+    }
+
+    /// The statuses computed by the last reconcile.
+    pub fn statuses(&self) -> &BTreeMap<ObjectRef, ResourceStatus> {
+        &self.statuses
+    }
+
+    /// Pushes what changed (or is due for a retry) and recomputes every status.
+    pub async fn reconcile(&mut self, fleets: &BTreeMap<String, LoadedFleet>) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let now = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (namespace, fleet) in fleets {
+            report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
+            for (node, bundle) in &fleet.bundles {
+                let key = (namespace.clone(), node.clone());
+                let due = match self.pushes.get(&key) {
+                    None => true,
+                    Some(p) if p.hash != bundle.hash => true,
+                    Some(p) => {
+                        !matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok)
+                            && p.next_try <= now
+                    }
+                };
+                if !due {
+                    continue;
+                }
+                let endpoint =
+                    fleet.resolution.topology.nodes.get(node).and_then(|n| n.agent_endpoint.clone());
+                let access = self.agents.clone();
+                let bundle = bundle.clone();
+                tasks.spawn(async move {
+                    let outcome = match endpoint {
+                        None => NodeOutcome::NoAgent(
+                            "the node has no spec.agent.endpoint the controller can push to".into(),
+                        ),
+                        Some(url) => push(&url, &access, &bundle).await,
+                    };
+                    (key, bundle.hash, outcome)
+                });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((key, hash, outcome)) = joined else { continue };
+            let ok = matches!(&outcome, NodeOutcome::Applied { result, .. } if result.ok);
+            report.pushed.insert(format!("{}/{}", key.0, key.1), ok);
+            let failures = if ok { 0 } else { self.pushes.get(&key).map_or(0, |p| p.failures) + 1 };
+            let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
+            match &outcome {
+                NodeOutcome::Applied { result, .. } if result.ok => {
+                    tracing::info!(node = %key.1, hash = %short(&hash), unchanged = result.unchanged, "bundle applied")
+                }
+                other => {
+                    tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")
+                }
+            }
+            self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
+        }
+        // Forget nodes that are gone.
+        self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut statuses = BTreeMap::new();
+        for (namespace, fleet) in fleets {
+            let outcomes: BTreeMap<String, NodeOutcome> = self
+                .pushes
+                .iter()
+                .filter(|((ns, _), _)| ns == namespace)
+                .map(|((_, node), p)| (node.clone(), p.outcome.clone()))
+                .collect();
+            statuses.extend(fleet_status(
+                &fleet.resources,
+                &fleet.resolution,
+                &fleet.bundles,
+                &outcomes,
+                &self.statuses,
+                &now,
+            ));
+        }
+        report.status_changed = statuses != self.statuses;
+        self.statuses = statuses;
+        report
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..12.min(hash.len())]
+}
+
+fn short_outcome(outcome: &NodeOutcome) -> String {
+    match outcome {
+        NodeOutcome::Applied { result, .. } => {
+            result.error.as_ref().map(|e| format!("{}: {}", e.file, e.message)).unwrap_or_default()
+        }
+        NodeOutcome::Unreachable(why) | NodeOutcome::NoAgent(why) => why.clone(),
+    }
+}
+
+/// Pushes one bundle and asks for the node's status.
+async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
+    let mut opts = ClientOptions::new(url);
+    opts.token = access.token.clone();
+    opts.tls_ca = access.tls_ca.clone();
+    opts.tls_cert = access.tls_cert.clone();
+    opts.tls_key = access.tls_key.clone();
+    if let Some(t) = access.timeout {
+        opts.timeout = t;
+    }
+    let mut client = match connect(&opts).await {
+        Ok(c) => c,
+        Err(e) => return NodeOutcome::Unreachable(e.to_string()),
+    };
+    let result = match client.apply(bundle_to_proto(bundle)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return NodeOutcome::Unreachable(format!("Apply: {}", status.message())),
+    };
+    let status = client.status(StatusRequest {}).await.ok().map(|s| Box::new(s.into_inner()));
+    NodeOutcome::Applied { result, status }
+}

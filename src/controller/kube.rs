@@ -1,0 +1,576 @@
+//! The controller against the Kubernetes API: reflectors on the four resources (and Secrets)
+//! feed the same fleet reconcile as `--manifests` mode; statuses go back through the status
+//! subresource with server-side apply; missing secrets are generated as Secrets owned by the
+//! resource that needs them.
+//!
+//! A server without the core API (such as a bare apiextensions-apiserver) has no Secrets: the
+//! controller says so once and then keeps secrets in `--secrets-file`, or, without one, reports
+//! every resource that needs a secret as `MissingSecret` naming the cause.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::events::{Notice, notices};
+use super::fleet::{AgentAccess, FleetReconciler};
+use super::status::ResourceStatus;
+use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
+use crate::offline::{self, LoadedFleet};
+use crate::render;
+use crate::secret::SecretValue;
+use crate::topology::{self, Kind, ObjectRef, ResourceSet, phone_secret_ref, trunk_secret_ref};
+
+/// The field manager of every status the controller writes.
+pub const FIELD_MANAGER: &str = "asterisk-operator";
+
+/// Settings of the API-server mode.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// How the agents are reached.
+    pub agents: AgentAccess,
+    /// Where to keep generated secrets when the server has no Secrets API.
+    pub secrets_file: Option<PathBuf>,
+    /// Reconcile at least this often (retries, agent status refresh).
+    pub resync: Duration,
+    /// Wait this long after a change for more changes before reconciling.
+    pub debounce: Duration,
+}
+
+/// The API-server mode failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The API server could not be reached at start.
+    #[error("talking to the API server: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// The stores the reflectors keep current.
+#[derive(Clone)]
+struct Stores {
+    nodes: Store<AsteriskNode>,
+    trunks: Store<Trunk>,
+    phones: Store<Phone>,
+    blfs: Store<BlfSubscription>,
+    secrets: Option<Store<Secret>>,
+}
+
+/// Starts a reflector for `K`; `changed` is notified on every event.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                if let Err(e) = &event {
+                    tracing::warn!(error = %e, kind = std::any::type_name::<K>(), "watch failed; retrying");
+                }
+                changed.notify_one();
+                async {}
+            })
+            .await;
+    });
+    store
+}
+
+/// Does the server serve Secrets? (A bare apiextensions-apiserver does not.)
+async fn secrets_served(client: &Client) -> bool {
+    let api: Api<Secret> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 404 => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list Secrets; treating the Secrets API as unavailable");
+            false
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    opts: KubeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), KubeError> {
+    client.apiserver_version().await?;
+    let changed = Arc::new(Notify::new());
+    let secrets = if secrets_served(&client).await {
+        Some(reflect(Api::<Secret>::all(client.clone()), changed.clone()))
+    } else {
+        match &opts.secrets_file {
+            Some(f) => {
+                tracing::warn!(file = %f.display(), "the API server has no Secrets API: keeping secrets in the secrets file")
+            }
+            None => tracing::error!(
+                "the API server has no Secrets API and no --secrets-file was given: resources that need a secret stay invalid (MissingSecret)"
+            ),
+        }
+        None
+    };
+    let stores = Stores {
+        nodes: reflect(Api::all(client.clone()), changed.clone()),
+        trunks: reflect(Api::all(client.clone()), changed.clone()),
+        phones: reflect(Api::all(client.clone()), changed.clone()),
+        blfs: reflect(Api::all(client.clone()), changed.clone()),
+        secrets,
+    };
+    let _ = tokio::join!(
+        stores.nodes.wait_until_ready(),
+        stores.trunks.wait_until_ready(),
+        stores.phones.wait_until_ready(),
+        stores.blfs.wait_until_ready()
+    );
+    if let Some(s) = &stores.secrets {
+        let _ = s.wait_until_ready().await;
+    }
+    tracing::info!("controller started: watching AsteriskNodes, Trunks, Phones, BlfSubscriptions");
+    let mut fleet = FleetReconciler::new(opts.agents.clone());
+    let mut events = Events {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("HOSTNAME").ok() },
+        ),
+        enabled: true,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
+            _ = tokio::time::sleep(opts.resync) => {}
+        }
+    }
+}
+
+fn live<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> impl Iterator<Item = K> + '_ {
+    store.state().into_iter().filter(|r| r.meta().deletion_timestamp.is_none()).map(|r| (*r).clone())
+}
+
+/// One pass: every namespace resolved, rendered, pushed, and its statuses written.
+async fn reconcile(
+    client: &Client,
+    stores: &Stores,
+    opts: &KubeOptions,
+    fleet: &mut FleetReconciler,
+    events: &mut Events,
+) {
+    // Group by namespace (a fleet is one namespace).
+    let mut grouped: BTreeMap<String, ResourceSet> = BTreeMap::new();
+    for r in live(&stores.nodes) {
+        entry(&mut grouped, &r).nodes.push(r);
+    }
+    for r in live(&stores.trunks) {
+        entry(&mut grouped, &r).trunks.push(r);
+    }
+    for r in live(&stores.phones) {
+        entry(&mut grouped, &r).phones.push(r);
+    }
+    for r in live(&stores.blfs) {
+        entry(&mut grouped, &r).blf_subscriptions.push(r);
+    }
+
+    let mut fleets = BTreeMap::new();
+    for (namespace, mut set) in grouped {
+        fill_secrets(client, stores, opts, &mut set).await;
+        let resolution = topology::resolve(&set);
+        let bundles = render::render_all(&resolution.topology);
+        fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
+    }
+    let before = fleet.statuses().clone();
+    let report = fleet.reconcile(&fleets).await;
+    for e in &report.errors {
+        tracing::warn!(error = %e, "invalid resource");
+    }
+    for notice in notices(&before, fleet.statuses()) {
+        if let Some(fleet_) = fleets.get(&notice.object.namespace) {
+            events.publish(fleet_, &notice).await;
+        }
+    }
+    for fleet_ in fleets.values() {
+        write_statuses(client, fleet_, fleet.statuses()).await;
+    }
+}
+
+fn entry<'a, K: Resource>(grouped: &'a mut BTreeMap<String, ResourceSet>, r: &K) -> &'a mut ResourceSet {
+    let ns = r.meta().namespace.clone().unwrap_or_else(|| "default".into());
+    grouped.entry(ns.clone()).or_insert_with(|| ResourceSet { namespace: ns, ..ResourceSet::default() })
+}
+
+/// Puts the namespace's Secrets into `set`, and generates the missing ones: as Secrets owned by
+/// the resource that needs them when the server has Secrets, else in the secrets file.
+async fn fill_secrets(client: &Client, stores: &Stores, opts: &KubeOptions, set: &mut ResourceSet) {
+    match &stores.secrets {
+        Some(store) => {
+            for s in store.state().iter().filter(|s| s.namespace().as_deref() == Some(&set.namespace)) {
+                let keys = set.secrets.entry(s.name_any()).or_default();
+                for (k, v) in s.data.clone().unwrap_or_default() {
+                    keys.insert(k, SecretValue::new(String::from_utf8_lossy(&v.0).into_owned()));
+                }
+            }
+            for (reference, owner) in missing_with_owners(set) {
+                let value = SecretValue::generate();
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(reference.name.clone()),
+                        namespace: Some(set.namespace.clone()),
+                        owner_references: Some(vec![owner]),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".into(),
+                            FIELD_MANAGER.into(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    string_data: Some(BTreeMap::from([(reference.key.clone(), value.expose().to_owned())])),
+                    ..Secret::default()
+                };
+                let api: Api<Secret> = Api::namespaced(client.clone(), &set.namespace);
+                match api.create(&PostParams::default(), &secret).await {
+                    Ok(_) => {
+                        tracing::info!(secret = %reference.name, namespace = %set.namespace, "generated a secret");
+                        set.secrets.entry(reference.name).or_default().insert(reference.key, value);
+                    }
+                    Err(e) => {
+                        tracing::warn!(secret = %reference.name, error = %e, "could not create a generated secret")
+                    }
+                }
+            }
+        }
+        None => {
+            let Some(file) = &opts.secrets_file else { return };
+            let mut kept = crate::manifest::Manifests::default();
+            if file.is_file()
+                && let Err(e) = kept.add_path(file)
+            {
+                tracing::error!(error = %e, "cannot read the secrets file");
+                return;
+            }
+            if let Some(ns) = kept.namespaces.remove(&set.namespace) {
+                set.secrets.extend(ns.secrets);
+            }
+            let mut generated: BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>> =
+                BTreeMap::new();
+            for reference in topology::missing_secrets(set) {
+                let value = SecretValue::generate();
+                set.secrets
+                    .entry(reference.name.clone())
+                    .or_default()
+                    .insert(reference.key.clone(), value.clone());
+                generated
+                    .entry(set.namespace.clone())
+                    .or_default()
+                    .entry(reference.name)
+                    .or_default()
+                    .insert(reference.key, value);
+            }
+            if let Err(e) = offline::keep_generated_secrets(file, &generated) {
+                tracing::error!(error = %e, "cannot keep generated secrets");
+            }
+        }
+    }
+}
+
+/// Missing secrets with the resource that should own each generated Secret.
+fn missing_with_owners(set: &ResourceSet) -> Vec<(crate::crd::SecretKeyRef, OwnerReference)> {
+    let missing = topology::missing_secrets(set);
+    let mut out = Vec::new();
+    let mut owner_of = |reference: crate::crd::SecretKeyRef, owner: Option<OwnerReference>| {
+        if let Some(owner) = owner.filter(|_| missing.contains(&reference))
+            && !out.iter().any(|(r, _): &(crate::crd::SecretKeyRef, _)| r.name == reference.name)
+        {
+            out.push((reference, owner));
+        }
+    };
+    for p in &set.phones {
+        owner_of(phone_secret_ref(p), p.controller_owner_ref(&()));
+    }
+    for t in &set.trunks {
+        owner_of(trunk_secret_ref(t), t.controller_owner_ref(&()));
+    }
+    out
+}
+
+/// Writes each resource's status whose content differs from what the server has.
+async fn write_statuses(
+    client: &Client,
+    fleet: &LoadedFleet,
+    statuses: &BTreeMap<ObjectRef, ResourceStatus>,
+) {
+    for r in &fleet.resources.nodes {
+        patch_if_changed(client, r, Kind::AsteriskNode, statuses, r.status.as_ref()).await;
+    }
+    for r in &fleet.resources.trunks {
+        patch_if_changed(client, r, Kind::Trunk, statuses, r.status.as_ref()).await;
+    }
+    for r in &fleet.resources.phones {
+        patch_if_changed(client, r, Kind::Phone, statuses, r.status.as_ref()).await;
+    }
+    for r in &fleet.resources.blf_subscriptions {
+        patch_if_changed(client, r, Kind::BlfSubscription, statuses, r.status.as_ref()).await;
+    }
+}
+
+async fn patch_if_changed<K, S>(
+    client: &Client,
+    resource: &K,
+    kind: Kind,
+    statuses: &BTreeMap<ObjectRef, ResourceStatus>,
+    current: Option<&S>,
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let ns = resource.namespace().unwrap_or_else(|| "default".into());
+    let name = resource.name_any();
+    let Some(status) = statuses.get(&ObjectRef::new(kind, &ns, &name)) else { return };
+    let ours = serde_json::to_value(status).unwrap_or_default();
+    if current.map(|c| serde_json::to_value(c).unwrap_or_default()) == Some(ours.clone()) {
+        return;
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": ours,
+    });
+    if let Err(e) =
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+    {
+        tracing::warn!(kind = %kind, namespace = %ns, name = %name, error = %e, "could not write status");
+    }
+}
+
+/// Publishes Events; turns itself off (saying so once) on a server without the Events API.
+struct Events {
+    recorder: Recorder,
+    enabled: bool,
+}
+
+impl Events {
+    async fn publish(&mut self, fleet: &LoadedFleet, notice: &Notice) {
+        if !self.enabled {
+            return;
+        }
+        let r = &fleet.resources;
+        let name = |m: &ObjectMeta| m.name.as_deref() == Some(notice.object.name.as_str());
+        let reference = match notice.object.kind {
+            Kind::AsteriskNode => r.nodes.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::Trunk => r.trunks.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::Phone => r.phones.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&())),
+            Kind::BlfSubscription => {
+                r.blf_subscriptions.iter().find(|x| name(x.meta())).map(|x| x.object_ref(&()))
+            }
+        };
+        let Some(reference) = reference else { return };
+        let event = Event {
+            type_: if notice.warning { EventType::Warning } else { EventType::Normal },
+            reason: notice.reason.clone(),
+            note: Some(notice.note.chars().take(1024).collect()),
+            action: notice.action.into(),
+            secondary: None,
+        };
+        match self.recorder.publish(&event, &reference).await {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                tracing::warn!("the API server has no Events API (events.k8s.io): not publishing Events");
+                self.enabled = false;
+            }
+            Err(e) => tracing::warn!(error = %e, object = %notice.object, "could not publish an Event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API side the real test server cannot serve (Secrets, Events), and the exact status
+    //! patch, against kube-rs's mocked API service.
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::crd::PhoneSpec;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    /// Answers the next request with `reply` (or its own body) and returns (method, uri, body).
+    async fn answer(handle: &mut Handle, reply: Option<Value>) -> (Method, String, Value) {
+        let (request, send) = handle.next_request().await.expect("the client sent a request");
+        let (method, uri) = (request.method().clone(), request.uri().to_string());
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let reply = reply.unwrap_or_else(|| body.clone());
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+        (method, uri, body)
+    }
+
+    fn phone(name: &str) -> Phone {
+        let mut p = Phone::new(
+            name,
+            PhoneSpec {
+                node: "office-a".into(),
+                extension: "3001".into(),
+                display_name: None,
+                secret_ref: None,
+                nat: true,
+                codecs: None,
+                voicemail: None,
+                max_contacts: 1,
+                device: None,
+            },
+        );
+        p.metadata.namespace = Some("default".into());
+        p.metadata.uid = Some("uid-1".into());
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_generated_and_owned_by_its_phone() {
+        let (client, mut handle) = mock();
+        let (store, _writer) = reflector::store::<Secret>();
+        let stores = Stores {
+            nodes: reflector::store().0,
+            trunks: reflector::store().0,
+            phones: reflector::store().0,
+            blfs: reflector::store().0,
+            secrets: Some(store),
+        };
+        let opts = KubeOptions {
+            agents: AgentAccess::default(),
+            secrets_file: None,
+            resync: Duration::from_secs(1),
+            debounce: Duration::from_millis(1),
+        };
+        let mut set = ResourceSet {
+            namespace: "default".into(),
+            phones: vec![phone("reception")],
+            ..Default::default()
+        };
+        let server = tokio::spawn(async move { answer(&mut handle, None).await });
+        fill_secrets(&client, &stores, &opts, &mut set).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::POST);
+        assert!(uri.starts_with("/api/v1/namespaces/default/secrets"), "{uri}");
+        assert_eq!(body["metadata"]["name"], "phone-reception");
+        let owner = &body["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].as_str()),
+            (Some("Phone"), Some("reception"), Some("uid-1"))
+        );
+        assert_eq!(owner["controller"], true);
+        let value = body["stringData"]["secret"].as_str().unwrap();
+        assert_eq!(value.len(), 32);
+        assert_eq!(
+            set.secrets["phone-reception"]["secret"].expose(),
+            value,
+            "used at once, not only next time"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_written_by_server_side_apply_only_when_it_changed() {
+        let (client, mut handle) = mock();
+        let p = phone("reception");
+        let now =
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut status = crate::crd::PhoneStatus::default();
+        crate::controller::conditions::set_condition(
+            &mut status.conditions,
+            crate::controller::conditions::ConditionUpdate::ok("Ready", "Ready", "valid and in force"),
+            Some(3),
+            &now,
+        );
+        let object = ObjectRef::new(Kind::Phone, "default", "reception");
+        let statuses = BTreeMap::from([(object, ResourceStatus::Phone(status.clone()))]);
+        let server = tokio::spawn(async move {
+            answer(&mut handle, Some(serde_json::to_value(phone("reception")).unwrap())).await
+        });
+        patch_if_changed(&client, &p, Kind::Phone, &statuses, None::<&crate::crd::PhoneStatus>).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::PATCH);
+        assert!(
+            uri.starts_with(
+                "/apis/asterisk.operator.dev/v1alpha1/namespaces/default/phones/reception/status?"
+            ),
+            "{uri}"
+        );
+        assert!(uri.contains("fieldManager=asterisk-operator") && uri.contains("force=true"), "{uri}");
+        assert_eq!(body["kind"], "Phone");
+        let c = &body["status"]["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str(), c["observedGeneration"].as_i64()),
+            (Some("Ready"), Some("True"), Some(3))
+        );
+
+        // Same status as the server has: no request at all (the mock would hang otherwise).
+        let (client, _handle) = mock();
+        let done = tokio::time::timeout(
+            Duration::from_secs(1),
+            patch_if_changed(&client, &p, Kind::Phone, &statuses, Some(&status)),
+        )
+        .await;
+        assert!(done.is_ok(), "an unchanged status is not written");
+    }
+
+    #[tokio::test]
+    async fn notices_become_events_on_the_resource() {
+        let (client, mut handle) = mock();
+        let mut events = Events { recorder: Recorder::new(client, FIELD_MANAGER.into()), enabled: true };
+        let fleet = LoadedFleet {
+            resources: ResourceSet {
+                namespace: "default".into(),
+                phones: vec![phone("stray")],
+                ..Default::default()
+            },
+            resolution: topology::resolve(&ResourceSet::default()),
+            bundles: BTreeMap::new(),
+        };
+        let notice = Notice {
+            object: ObjectRef::new(Kind::Phone, "default", "stray"),
+            warning: true,
+            reason: "OutsideNumbering".into(),
+            note: "spec.extension: 4999 is outside node office-a's numbering plan (3XXX); pick an extension of that plan".into(),
+            action: "Validate",
+        };
+        let server = tokio::spawn(async move { answer(&mut handle, None).await });
+        events.publish(&fleet, &notice).await;
+        let (method, uri, body) = server.await.unwrap();
+        assert_eq!(method, Method::POST);
+        assert!(uri.starts_with("/apis/events.k8s.io/v1/namespaces/default/events"), "{uri}");
+        assert_eq!(body["type"], "Warning");
+        assert_eq!(body["reason"], "OutsideNumbering");
+        assert_eq!(body["action"], "Validate");
+        assert_eq!(body["regarding"]["kind"], "Phone");
+        assert_eq!(body["regarding"]["name"], "stray");
+        assert!(body["note"].as_str().unwrap().starts_with("spec.extension:"));
+        assert_eq!(body["reportingController"], FIELD_MANAGER);
+    }
+}

@@ -1,0 +1,15 @@
+//! The controller: resources in, bundles pushed to agents, status written.
+//!
+//! * [`conditions`] — pure: metav1.Condition updates.
+//! * [`status`] — pure: every resource's status from the resolution and the agents' answers.
+//! * [`fleet`] — pushes changed bundles to agents (per-node backoff) and computes statuses.
+//! * [`kube`] — the same reconcile fed by reflectors on the API server, status via server-side apply.
+//! * [`manifests`] — the `--manifests DIR` mode: the same reconcile fed from YAML files.
+
+pub mod cli;
+pub mod conditions;
+pub mod events;
+pub mod fleet;
+pub mod kube;
+pub mod manifests;
+pub mod status;

@@ -1,0 +1,221 @@
+//! Status of every resource, computed from values: the resolution, the bundles, and what each
+//! node's agent answered. The same function serves `--manifests` mode and the kube controller.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
+use serde::Serialize;
+
+use super::conditions::{ConditionUpdate, set_condition, types};
+use crate::agent::proto::{ApplyResult, NodeStatus};
+use crate::crd::{AsteriskNodeStatus, BlfSubscriptionStatus, PhoneStatus, TrunkStatus};
+use crate::render::Bundle;
+use crate::topology::{Kind, ObjectRef, Resolution, ResourceSet};
+
+/// What happened when the controller last pushed a node's bundle.
+#[derive(Clone, Debug)]
+pub enum NodeOutcome {
+    /// The agent answered the Apply (successfully or not) and then its Status.
+    Applied {
+        /// The agent's ApplyResult.
+        result: ApplyResult,
+        /// The agent's Status right after, when it answered.
+        status: Option<Box<NodeStatus>>,
+    },
+    /// The agent could not be reached or refused the call.
+    Unreachable(String),
+    /// The node has no agent endpoint the controller can push to.
+    NoAgent(String),
+}
+
+/// The status of one resource, ready to write (status subresource or status file).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ResourceStatus {
+    /// An AsteriskNode's status.
+    Node(AsteriskNodeStatus),
+    /// A Trunk's status.
+    Trunk(TrunkStatus),
+    /// A Phone's status.
+    Phone(PhoneStatus),
+    /// A BlfSubscription's status.
+    Blf(BlfSubscriptionStatus),
+}
+
+impl ResourceStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        match self {
+            Self::Node(s) => &mut s.conditions,
+            Self::Trunk(s) => &mut s.conditions,
+            Self::Phone(s) => &mut s.conditions,
+            Self::Blf(s) => &mut s.conditions,
+        }
+    }
+
+    /// The resource's conditions.
+    pub fn conditions(&self) -> &[Condition] {
+        match self {
+            Self::Node(s) => &s.conditions,
+            Self::Trunk(s) => &s.conditions,
+            Self::Phone(s) => &s.conditions,
+            Self::Blf(s) => &s.conditions,
+        }
+    }
+}
+
+/// Whether a node's current bundle is in force, and why not.
+fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(), (String, String)> {
+    let Some(bundle) = bundle else {
+        return Err(("NotRendered".into(), "the node is invalid, so nothing was rendered for it".into()));
+    };
+    match outcome {
+        None => Err(("Pending".into(), "not pushed yet".into())),
+        Some(NodeOutcome::NoAgent(why)) => Err(("NoAgent".into(), why.clone())),
+        Some(NodeOutcome::Unreachable(why)) => Err(("AgentUnreachable".into(), why.clone())),
+        Some(NodeOutcome::Applied { result, .. }) if result.ok && result.applied_hash == bundle.hash => {
+            Ok(())
+        }
+        Some(NodeOutcome::Applied { result, .. }) if result.ok => {
+            Err(("Superseded".into(), "a newer bundle is being applied".into()))
+        }
+        Some(NodeOutcome::Applied { result, .. }) => {
+            let e = result.error.clone().unwrap_or_default();
+            let file = if e.file.is_empty() { String::new() } else { format!("{}: ", e.file) };
+            let rolled =
+                if result.rolled_back { " (rolled back; the previous configuration stays)" } else { "" };
+            Err(("ApplyFailed".into(), format!("{file}{}{rolled}", e.message)))
+        }
+    }
+}
+
+/// Computes the status of every resource of `set`, starting from `previous` so transition
+/// times only move on real transitions.
+pub fn fleet_status(
+    set: &ResourceSet,
+    resolution: &Resolution,
+    bundles: &BTreeMap<String, Bundle>,
+    outcomes: &BTreeMap<String, NodeOutcome>,
+    previous: &BTreeMap<ObjectRef, ResourceStatus>,
+    now: &Time,
+) -> BTreeMap<ObjectRef, ResourceStatus> {
+    let topo = &resolution.topology;
+    let mut out = BTreeMap::new();
+    let put = |object: &ObjectRef, generation: Option<i64>, status: ResourceStatus, config| {
+        with_conditions(object, generation, status, config, resolution, previous, now)
+    };
+    let ns = &set.namespace;
+    let node_applied = |node: &str| applied(outcomes.get(node), bundles.get(node));
+
+    for node in &set.nodes {
+        let name = node.meta().name.clone().unwrap_or_default();
+        let mut status = AsteriskNodeStatus {
+            phones: Some(topo.phones.values().filter(|p| p.node == name).count() as u32),
+            ..AsteriskNodeStatus::default()
+        };
+        let mut agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "Pending", "not contacted yet");
+        match outcomes.get(&name) {
+            Some(NodeOutcome::Applied { result, status: node_status }) => {
+                agent = ConditionUpdate::ok(types::AGENT_CONNECTED, "Connected", "the agent answered");
+                status.applied_bundle_hash = Some(result.applied_hash.clone()).filter(|h| !h.is_empty());
+                if let Some(s) = node_status {
+                    status.asterisk_version = Some(s.asterisk_version.clone()).filter(|v| !v.is_empty());
+                    status.uptime_seconds = Some(s.uptime_seconds);
+                    status.endpoints = Some(s.endpoints);
+                    status.registered = Some(s.endpoints_registered);
+                    status.channels = Some(s.active_channels);
+                    status.last_reload = (s.last_reload_unix > 0)
+                        .then(|| k8s_openapi::jiff::Timestamp::from_second(s.last_reload_unix).ok())
+                        .flatten()
+                        .map(|t| t.to_string());
+                }
+            }
+            Some(NodeOutcome::Unreachable(why)) => {
+                agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "Unreachable", why.clone())
+            }
+            Some(NodeOutcome::NoAgent(why)) => {
+                agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "NoAgent", why.clone())
+            }
+            None => {}
+        }
+        let object = ObjectRef::new(Kind::AsteriskNode, ns, &name);
+        let generation = node.meta().generation;
+        let mut status = put(&object, generation, ResourceStatus::Node(status), node_applied(&name));
+        set_condition(status.conditions_mut(), agent, generation, now);
+        out.insert(object, status);
+    }
+    for trunk in &set.trunks {
+        let name = trunk.meta().name.clone().unwrap_or_default();
+        let config = trunk.spec.ends.iter().map(|e| node_applied(e)).find(Result::is_err).unwrap_or(Ok(()));
+        let object = ObjectRef::new(Kind::Trunk, ns, &name);
+        let status =
+            put(&object, trunk.meta().generation, ResourceStatus::Trunk(TrunkStatus::default()), config);
+        out.insert(object, status);
+    }
+    for phone in &set.phones {
+        let name = phone.meta().name.clone().unwrap_or_default();
+        let object = ObjectRef::new(Kind::Phone, ns, &name);
+        let config = node_applied(&phone.spec.node);
+        let status =
+            put(&object, phone.meta().generation, ResourceStatus::Phone(PhoneStatus::default()), config);
+        out.insert(object, status);
+    }
+    for sub in &set.blf_subscriptions {
+        let name = sub.meta().name.clone().unwrap_or_default();
+        let watcher_node = match (&sub.spec.watcher.phone, &sub.spec.watcher.node) {
+            (Some(p), _) => topo.phones.get(p).map(|p| p.node.clone()),
+            (None, Some(n)) => Some(n.clone()),
+            _ => None,
+        };
+        let config = match watcher_node {
+            Some(node) => node_applied(&node),
+            None => Err(("NotRendered".into(), "the watcher is invalid".into())),
+        };
+        let object = ObjectRef::new(Kind::BlfSubscription, ns, &name);
+        let status = put(
+            &object,
+            sub.meta().generation,
+            ResourceStatus::Blf(BlfSubscriptionStatus::default()),
+            config,
+        );
+        out.insert(object, status);
+    }
+    out
+}
+
+/// Sets Valid, ConfigApplied and Ready on `status`, starting from the previous conditions.
+fn with_conditions(
+    object: &ObjectRef,
+    generation: Option<i64>,
+    mut status: ResourceStatus,
+    config: Result<(), (String, String)>,
+    resolution: &Resolution,
+    previous: &BTreeMap<ObjectRef, ResourceStatus>,
+    now: &Time,
+) -> ResourceStatus {
+    let errors: Vec<_> = resolution.errors_for(object).collect();
+    let valid = ConditionUpdate::valid(&errors);
+    let is_valid = valid.status;
+    if let Some(old) = previous.get(object) {
+        *status.conditions_mut() = old.conditions().to_vec();
+    }
+    let conditions = status.conditions_mut();
+    set_condition(conditions, valid, generation, now);
+    let applied = match (&config, is_valid) {
+        (_, false) => {
+            ConditionUpdate::failed(types::CONFIG_APPLIED, "Invalid", "not applied: the resource is invalid")
+        }
+        (Ok(()), true) => ConditionUpdate::ok(types::CONFIG_APPLIED, "Applied", "in force on its nodes"),
+        (Err((reason, message)), true) => {
+            ConditionUpdate::failed(types::CONFIG_APPLIED, reason, message.clone())
+        }
+    };
+    set_condition(conditions, applied, generation, now);
+    let ready = if is_valid && config.is_ok() {
+        ConditionUpdate::ok(types::READY, "Ready", "valid and in force")
+    } else {
+        ConditionUpdate::failed(types::READY, "NotReady", "see the Valid and ConfigApplied conditions")
+    };
+    set_condition(conditions, ready, generation, now);
+    status
+}

@@ -1,0 +1,185 @@
+//! The controller against a real API server (the test-bed's apiextensions-apiserver), real
+//! agents and real Asterisk 22: it watches the example fleet, configures both nodes, writes
+//! status through the status subresource, follows an edit and a delete. That server has no
+//! Secrets API, so the controller keeps generated secrets in its secrets file and says so.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::controller::kube::{KubeOptions, run};
+use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use support::agent as ag;
+use support::apiserver::{ApiServer, install_crds};
+use support::asterisk::Asterisk;
+use support::fleet::{self, on_loopback};
+
+async fn create<K>(client: &Client, mut r: K)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    r.meta_mut().namespace = Some("default".into());
+    let api: Api<K> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &r)
+        .await
+        .unwrap_or_else(|e| panic!("create {:?}: {e}", r.meta().name));
+}
+
+/// Polls `check` until it returns true, for up to `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == t)
+}
+
+#[test]
+fn controller_reconciles_the_fleet_from_a_real_api_server() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = ApiServer::start("controller");
+    let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
+    let mut nodes = BTreeMap::new();
+    let mut agents = Vec::new();
+    for node in &mut set.nodes {
+        let name = node.meta().name.clone().unwrap();
+        let asterisk = Asterisk::builder(&name)
+            .addr(addrs[&name])
+            .operator_main_files()
+            .file("manager.conf", ag::manager_conf(addrs[&name]))
+            .start();
+        let agent = ag::start(&rt, ag::options(&asterisk));
+        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
+        nodes.insert(name, asterisk);
+        agents.push(agent);
+    }
+    let work = std::env::temp_dir().join(format!("ao-controller-kube-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let secrets_file = work.join("secrets.yaml");
+
+    rt.block_on(async {
+        let client = server.client().await;
+        install_crds(&client).await;
+        for r in set.nodes.clone() {
+            create(&client, r).await;
+        }
+        for r in set.trunks.clone() {
+            create(&client, r).await;
+        }
+        for r in set.phones.clone() {
+            create(&client, r).await;
+        }
+        for r in set.blf_subscriptions.clone() {
+            create(&client, r).await;
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let opts = KubeOptions {
+            agents: AgentAccess::default(),
+            secrets_file: Some(secrets_file.clone()),
+            resync: Duration::from_secs(2),
+            debounce: Duration::from_millis(100),
+        };
+        let controller = tokio::spawn(run(client.clone(), opts, async {
+            let _ = stopped.await;
+        }));
+
+        let node_api: Api<AsteriskNode> = Api::namespaced(client.clone(), "default");
+        let phone_api: Api<Phone> = Api::namespaced(client.clone(), "default");
+        let blf_api: Api<BlfSubscription> = Api::namespaced(client.clone(), "default");
+        let trunk_api: Api<Trunk> = Api::namespaced(client.clone(), "default");
+
+        // Both nodes configured and Ready, read back through the status subresource.
+        for name in ["office-a", "office-b"] {
+            eventually(&format!("{name} Ready"), Duration::from_secs(40), || {
+                let api = node_api.clone();
+                async move {
+                    let n = api.get_status(name).await.unwrap();
+                    n.status
+                        .as_ref()
+                        .and_then(|s| condition(&s.conditions, "Ready"))
+                        .is_some_and(|c| c.status == "True")
+                }
+            })
+            .await;
+        }
+        let a = node_api.get_status("office-a").await.unwrap();
+        let st = a.status.unwrap();
+        assert_eq!(st.phones, Some(2));
+        assert!(st.asterisk_version.as_deref().is_some_and(|v| v.contains("22.")), "{st:?}");
+        assert!(st.applied_bundle_hash.is_some());
+        let ready = condition(&st.conditions, "Ready").unwrap();
+        assert_eq!(ready.observed_generation, Some(1));
+        assert!(nodes["office-a"].rx("pjsip show endpoints").contains(" 3001/"));
+        assert!(nodes["office-b"].rx("pjsip show endpoints").contains(" 4001/"));
+        let trunk = trunk_api.get_status("a-b-iax").await.unwrap();
+        assert_eq!(condition(&trunk.status.unwrap().conditions, "ConfigApplied").unwrap().status, "True");
+        assert!(std::fs::read_to_string(&secrets_file).unwrap().contains("name: phone-reception"));
+
+        // Edit a phone: the change reaches Asterisk, and its status follows the new generation.
+        let patch = serde_json::json!({"spec": {"displayName": "Accounts Desk"}});
+        phone_api.patch("accounts", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        let a_node = &nodes["office-a"];
+        eventually("the edited phone on office-a", Duration::from_secs(20), || async {
+            a_node.rx("pjsip show endpoint 3002").contains("Accounts Desk")
+        })
+        .await;
+        eventually("the phone's status at generation 2", Duration::from_secs(20), || {
+            let api = phone_api.clone();
+            async move {
+                let p = api.get_status("accounts").await.unwrap();
+                p.status
+                    .as_ref()
+                    .and_then(|s| condition(&s.conditions, "Ready"))
+                    .is_some_and(|c| c.observed_generation == Some(2) && c.status == "True")
+            }
+        })
+        .await;
+
+        // Delete a phone: gone from its node; the subscription that watched it says why it is invalid.
+        phone_api.delete("sales-2", &DeleteParams::default()).await.unwrap();
+        let b_node = &nodes["office-b"];
+        eventually("4002 gone from office-b", Duration::from_secs(20), || async {
+            !b_node.rx("pjsip show endpoints").contains(" 4002/")
+        })
+        .await;
+        eventually("the BLF subscription invalid", Duration::from_secs(20), || {
+            let api = blf_api.clone();
+            async move {
+                let b = api.get_status("reception-watches-sales").await.unwrap();
+                b.status.as_ref().and_then(|s| condition(&s.conditions, "Valid")).is_some_and(|c| {
+                    c.status == "False"
+                        && c.reason == "UnknownTarget"
+                        && c.message.starts_with("spec.targets[1].extension")
+                })
+            }
+        })
+        .await;
+
+        let _ = stop.send(());
+        controller.await.unwrap().unwrap();
+        for agent in agents {
+            agent.shutdown().await;
+        }
+    });
+    std::fs::remove_dir_all(&work).unwrap();
+}

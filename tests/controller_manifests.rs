@@ -1,0 +1,176 @@
+//! `controller --manifests`: the reconcile fed from YAML files drives two real Asterisk 22
+//! instances through two agents — apply, edit a phone (only its node, only res_pjsip), delete a
+//! phone (gone from its node), and honest status for every resource.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
+use asterisk_operator::controller::status::ResourceStatus;
+use asterisk_operator::topology::{Kind, ObjectRef, ResourceSet};
+use kube::Resource;
+use support::agent::{self as ag, get, parse_metrics, value};
+use support::asterisk::Asterisk;
+use support::fleet::{self, on_loopback};
+
+/// Writes one file per resource (`<kind>-<name>.yaml`), as a person keeps a fleet in git.
+fn write_manifests(dir: &Path, set: &ResourceSet) {
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |kind: &str, name: &str, text: String| {
+        std::fs::write(dir.join(format!("{kind}-{name}.yaml")), text).unwrap();
+    };
+    for r in &set.nodes {
+        write("node", r.meta().name.as_deref().unwrap(), serde_saphyr::to_string(r).unwrap());
+    }
+    for r in &set.trunks {
+        write("trunk", r.meta().name.as_deref().unwrap(), serde_saphyr::to_string(r).unwrap());
+    }
+    for r in &set.phones {
+        write("phone", r.meta().name.as_deref().unwrap(), serde_saphyr::to_string(r).unwrap());
+    }
+    for r in &set.blf_subscriptions {
+        write("blf", r.meta().name.as_deref().unwrap(), serde_saphyr::to_string(r).unwrap());
+    }
+}
+
+fn condition(
+    statuses: &BTreeMap<ObjectRef, ResourceStatus>,
+    kind: Kind,
+    name: &str,
+    type_: &str,
+) -> (String, String, String) {
+    let status = &statuses[&ObjectRef::new(kind, "default", name)];
+    let c = status
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("{name} has no {type_}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn reloads(agent_http: std::net::SocketAddr, module: &str) -> f64 {
+    let (code, body) = get(agent_http, "/metrics");
+    assert_eq!(code, 200);
+    value(&parse_metrics(&body), &format!(r#"asterisk_agent_reloads_total{{module="{module}",result="ok"}}"#))
+}
+
+#[test]
+fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
+    set.secrets.clear(); // the controller generates and keeps them, as it would for a user
+    let mut nodes = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    for node in &mut set.nodes {
+        let name = node.meta().name.clone().unwrap();
+        let asterisk = Asterisk::builder(&name)
+            .addr(addrs[&name])
+            .operator_main_files()
+            .file("manager.conf", ag::manager_conf(addrs[&name]))
+            .start();
+        let agent = ag::start(&rt, ag::options(&asterisk));
+        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
+        nodes.insert(name.clone(), asterisk);
+        agents.insert(name, agent);
+    }
+    let work = std::env::temp_dir().join(format!("ao-controller-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let dir = work.join("fleet");
+    write_manifests(&dir, &set);
+    let status_file = work.join("status.yaml");
+    let mut controller = ManifestsController::new(ManifestsOptions {
+        inputs: vec![dir.clone()],
+        status_file: status_file.clone(),
+        secrets_file: work.join("secrets.yaml"),
+        agents: AgentAccess::default(),
+    });
+    let (a, b) = (&nodes["office-a"], &nodes["office-b"]);
+
+    // 1. Apply: both nodes configured, every resource Ready, status written.
+    let report = rt.block_on(controller.reconcile()).unwrap();
+    assert_eq!(report.errors, Vec::<String>::new());
+    assert_eq!(
+        report.pushed,
+        BTreeMap::from([("default/office-a".into(), true), ("default/office-b".into(), true)])
+    );
+    assert!(a.rx("pjsip show endpoints").contains(" 3001/"));
+    assert!(b.rx("pjsip show endpoints").contains(" 4002/"));
+    for (kind, name) in [
+        (Kind::AsteriskNode, "office-a"),
+        (Kind::AsteriskNode, "office-b"),
+        (Kind::Trunk, "a-b-iax"),
+        (Kind::Phone, "reception"),
+        (Kind::BlfSubscription, "reception-watches-sales"),
+    ] {
+        assert_eq!(condition(controller.statuses(), kind, name, "Ready").0, "True", "{kind} {name}");
+    }
+    assert_eq!(condition(controller.statuses(), Kind::AsteriskNode, "office-b", "AgentConnected").0, "True");
+    let ResourceStatus::Node(node_a) =
+        &controller.statuses()[&ObjectRef::new(Kind::AsteriskNode, "default", "office-a")]
+    else {
+        panic!("node status")
+    };
+    assert_eq!(node_a.phones, Some(2));
+    assert!(node_a.asterisk_version.as_deref().is_some_and(|v| v.contains("22.")), "{node_a:?}");
+    let written = std::fs::read_to_string(&status_file).unwrap();
+    assert!(written.contains("kind: Phone") && written.contains("reason: Applied"), "{written}");
+    for secret in std::fs::read_to_string(work.join("secrets.yaml"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(": \""))
+    {
+        assert!(!written.contains(secret.1.trim_end_matches('"')), "no secret in the status file");
+    }
+
+    // Nothing changed: nothing pushed.
+    let report = rt.block_on(controller.reconcile()).unwrap();
+    assert!(report.pushed.is_empty(), "{:?}", report.pushed);
+
+    // 2. Edit one phone's YAML: only its node is pushed, and only res_pjsip is reloaded there.
+    let (pjsip_a, dialplan_a) = (
+        reloads(agents["office-a"].http_addr, "res_pjsip.so"),
+        reloads(agents["office-a"].http_addr, "pbx_config.so"),
+    );
+    let phone = dir.join("phone-accounts.yaml");
+    let text = std::fs::read_to_string(&phone).unwrap().replace("Accounts", "Accounts Desk");
+    std::fs::write(&phone, text).unwrap();
+    let report = rt.block_on(controller.reconcile()).unwrap();
+    assert_eq!(report.pushed, BTreeMap::from([("default/office-a".into(), true)]));
+    assert_eq!(reloads(agents["office-a"].http_addr, "res_pjsip.so"), pjsip_a + 1.0);
+    assert_eq!(reloads(agents["office-a"].http_addr, "pbx_config.so"), dialplan_a);
+    assert!(a.rx("pjsip show endpoint 3002").contains("Accounts Desk"));
+
+    // 3. Delete a phone: it is gone from its node. The BLF subscription that watched it becomes
+    //    invalid (its target is gone) and says which field, so office-a's mirrors go too.
+    std::fs::remove_file(dir.join("phone-sales-2.yaml")).unwrap();
+    let report = rt.block_on(controller.reconcile()).unwrap();
+    assert!(report.pushed.contains_key("default/office-b"));
+    assert!(!b.rx("pjsip show endpoints").contains(" 4002/"), "4002 removed from office-b");
+    let (status, reason, message) =
+        condition(controller.statuses(), Kind::BlfSubscription, "reception-watches-sales", "Valid");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UnknownTarget"));
+    assert!(message.starts_with("spec.targets[1].extension"), "{message}");
+    assert!(!controller.statuses().contains_key(&ObjectRef::new(Kind::Phone, "default", "sales-2")));
+
+    // 4. An agent that is gone: its node says so; the other node is unaffected.
+    let agent_b = agents.remove("office-b").unwrap();
+    rt.block_on(agent_b.shutdown());
+    let phone = dir.join("phone-sales-1.yaml");
+    let text = std::fs::read_to_string(&phone).unwrap().replace("Sales 1", "Sales One");
+    std::fs::write(&phone, text).unwrap();
+    let report = rt.block_on(controller.reconcile()).unwrap();
+    assert_eq!(report.pushed.get("default/office-b"), Some(&false));
+    let (status, reason, _) =
+        condition(controller.statuses(), Kind::AsteriskNode, "office-b", "AgentConnected");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unreachable"));
+    assert_eq!(condition(controller.statuses(), Kind::Phone, "sales-1", "Ready").0, "False");
+    assert_eq!(condition(controller.statuses(), Kind::Phone, "reception", "Ready").0, "True");
+
+    for agent in agents.into_values() {
+        rt.block_on(agent.shutdown());
+    }
+    std::fs::remove_dir_all(&work).unwrap();
+}

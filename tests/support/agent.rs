@@ -1,0 +1,114 @@
+//! In-process agents beside harness Asterisk instances, and small HTTP/metrics helpers.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use asterisk_operator::agent::{AgentOptions, NodeConfig, RunningAgent};
+use asterisk_operator::ami::SessionConfig;
+use asterisk_operator::secret::SecretValue;
+
+use super::asterisk::Asterisk;
+
+/// The AMI user the agent logs in as: the least privilege docs/agent.md recommends.
+pub const AMI_USER: &str = "asterisk-operator";
+/// Its secret.
+pub const AMI_SECRET: &str = "AgentAmiSecret0";
+
+/// `manager.conf` with the agent's least-privilege user, for an instance on `addr`.
+pub fn manager_conf(addr: Ipv4Addr) -> String {
+    format!(
+        "[general]\nenabled = yes\nwebenabled = no\nport = 5038\nbindaddr = {addr}\ndisplayconnects = no\n\n\
+         [{AMI_USER}]\nsecret = {AMI_SECRET}\nread = system,call\nwrite = system,reporting\n"
+    )
+}
+
+/// Agent options for `asterisk` with plaintext gRPC and HTTP on free loopback ports.
+pub fn options(asterisk: &Asterisk) -> AgentOptions {
+    let mut opts = options_for_addr(&asterisk.name, asterisk.addr);
+    opts.node = NodeConfig {
+        asterisk_log: Some(asterisk.host_dir().join("log/messages")),
+        ..NodeConfig { config_dir: asterisk.etc_dir(), keys_dir: asterisk.keys_dir(), ..opts.node }
+    };
+    opts.node.state_file = asterisk.etc_dir().join(".asterisk-operator-applied.json");
+    opts
+}
+
+/// Agent options for node `name` whose Asterisk listens on `addr` (directories under /tmp).
+pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
+    let mut ami = SessionConfig::new(
+        SocketAddr::from((addr, 5038)).to_string(),
+        AMI_USER,
+        SecretValue::new(AMI_SECRET),
+    );
+    ami.keepalive = Some(Duration::from_secs(2));
+    ami.backoff_initial = Duration::from_millis(100);
+    ami.backoff_max = Duration::from_millis(500);
+    let tmp = std::env::temp_dir().join(format!("ao-agent-{}-{name}", std::process::id()));
+    let mut node = NodeConfig::new(name, tmp.join("etc"), tmp.join("keys"));
+    node.ping_timeout = Duration::from_secs(1);
+    node.poll_interval = Duration::from_secs(1);
+    node.boot_timeout = Duration::from_secs(20);
+    AgentOptions {
+        node,
+        ami,
+        grpc_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: None,
+        token: None,
+        insecure: true,
+    }
+}
+
+/// Starts an agent for `asterisk` on `rt`.
+pub fn start(rt: &tokio::runtime::Runtime, opts: AgentOptions) -> RunningAgent {
+    rt.block_on(asterisk_operator::agent::start(opts)).expect("agent starts")
+}
+
+/// A token for tests.
+pub fn token() -> SecretValue {
+    SecretValue::new("TestAgentToken0123")
+}
+
+/// `GET path` over HTTP/1.0: (status code, body).
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("HTTP connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("HTTP response");
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (code, body)
+}
+
+/// Parses the text exposition format: series (name with labels, as written) → value, checking
+/// that every sample belongs to a family announced by `# TYPE`.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut types = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line has a kind");
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        let family = types.keys().filter(|f| name.starts_with(f.as_str())).max_by_key(|f| f.len());
+        assert!(family.is_some(), "sample {name} has no # TYPE family in\n{text}");
+        out.insert(series.to_owned(), value);
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "exposition does not end with # EOF");
+    out
+}
+
+/// Value of a series, 0 when absent.
+pub fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
+    metrics.get(series).copied().unwrap_or(0.0)
+}
