@@ -58,6 +58,7 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
         tls: None,
         token: None,
         insecure: true,
+        mesh: None,
     }
 }
 
