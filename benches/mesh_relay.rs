@@ -347,6 +347,21 @@ impl Bench {
     }
 }
 
+/// Mirrors on office-a whose state differs from the owner's driven device on office-b.
+async fn wrong_mirrors(a: &Asterisk, b: &Asterisk) -> usize {
+    let obs_a = support::mesh::observer(a).await;
+    let obs_b = support::mesh::observer(b).await;
+    let mut wrong = 0;
+    for e in FIRST..FIRST + N {
+        let want = support::mesh::device_state(&obs_b, &format!("Custom:drive-{e}")).await;
+        let got = support::mesh::device_state(&obs_a, &format!("Custom:office-b-{e}")).await;
+        if want != got {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
 fn hints(context: &str, device: impl Fn(u32) -> String) -> String {
     let mut s = format!("[{context}]\n");
     for e in FIRST..FIRST + N {
@@ -363,6 +378,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and the test harness protocol: nothing to list.
     }
+    // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) only a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
     let b = Asterisk::builder("office-b")
         .file("extensions_operator.conf", hints("operator-local", |e| format!("Custom:drive-{e}")))
         .start();
@@ -431,6 +448,15 @@ fn main() {
         let mut bench = Bench { owner_addr: b.ami_addr(), owner_log, watcher_log, k: 0 };
         // Warm-up: every extension leaves its initial state once.
         bench.phase(2000.0, 1.0, Duration::from_millis(500)).await;
+        if !full {
+            // `cargo test --all-targets` runs this binary without `--bench`: a short smoke run
+            // (real processes, real Asterisk), no measurements.
+            let p = bench.phase(100.0, 1.0, Duration::from_millis(500)).await;
+            assert_eq!(p.watcher_events, p.owner_events, "every change relayed at 100/s");
+            assert_eq!(wrong_mirrors(&a, &b).await, 0, "mirrors differ from their owner's state");
+            println!("mesh_relay smoke run ok ({} changes relayed); `cargo bench --bench mesh_relay` measures", p.sent);
+            return;
+        }
 
         println!("\n## Relay latency (owner DeviceStateChange → watcher DeviceStateChange), {N} extensions\n");
         println!("| offered/s | sent | owner events | watcher events | coalesced | p50 µs | p90 µs | p99 µs | max µs |");
@@ -564,17 +590,7 @@ fn main() {
         let mut after: Vec<f64> =
             pairs.iter().filter(|(t, _)| t.saturating_duration_since(burst_end).as_secs_f64() > recovered).map(|p| p.1).collect();
         after.sort_by(f64::total_cmp);
-        // Final states: every mirror equals the owner's device.
-        let obs_a = support::mesh::observer(&a).await;
-        let obs_b = support::mesh::observer(&b).await;
-        let mut wrong = 0;
-        for e in FIRST..FIRST + N {
-            let want = support::mesh::device_state(&obs_b, &format!("Custom:drive-{e}")).await;
-            let got = support::mesh::device_state(&obs_a, &format!("Custom:office-b-{e}")).await;
-            if want != got {
-                wrong += 1;
-            }
-        }
+        let wrong = wrong_mirrors(&a, &b).await;
         let wm = watcher.metrics();
         let om = owner.metrics();
         usage.push(format!(
