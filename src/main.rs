@@ -42,7 +42,7 @@ enum Command {
     /// Reconcile the fleet: push changed bundles to the agents and write every resource's status.
     Controller(asterisk_operator::controller::cli::ControllerArgs),
     /// Run beside one Asterisk: apply bundles over gRPC, serve /healthz, /readyz and /metrics.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Send one rendered node folder to an agent and print what it did (exit 1 on failure).
     Push(PushArgs),
 }
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Agent(args) => {
             agent_cli::init_logging(&args.log_format);
-            Ok(agent_cli::run_agent(args).await?)
+            Ok(agent_cli::run_agent(*args).await?)
         }
         Command::Push(args) => Ok(agent_cli::run_push(args).await?),
         Command::Render { files, out, strict } => {

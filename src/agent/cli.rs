@@ -62,6 +62,18 @@ pub struct AgentArgs {
     /// Serve gRPC in plaintext (and allow no caller authentication): local use only.
     #[arg(long, env = "AO_AGENT_INSECURE")]
     pub insecure: bool,
+    /// Device-state mesh listen address (other agents subscribe here); absent: no mesh.
+    #[arg(long, env = "AO_AGENT_MESH_LISTEN")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// Mesh CA (PEM) that signs every agent's mesh certificate.
+    #[arg(long, env = "AO_AGENT_MESH_CA", requires_all = ["mesh_cert", "mesh_key"])]
+    pub mesh_ca: Option<PathBuf>,
+    /// This agent's mesh certificate (PEM; DNS SAN = the node name).
+    #[arg(long, env = "AO_AGENT_MESH_CERT", requires = "mesh_ca")]
+    pub mesh_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "AO_AGENT_MESH_KEY", requires = "mesh_ca")]
+    pub mesh_key: Option<PathBuf>,
     /// Seconds Asterisk has to answer the AMI Ping of /healthz.
     #[arg(long, env = "AO_AGENT_PING_TIMEOUT", default_value_t = 3.0)]
     pub ping_timeout: f64,
@@ -112,6 +124,16 @@ impl AgentArgs {
             tls,
             token,
             insecure: self.insecure,
+            mesh: self.mesh_listen.map(|listen| server::MeshOptions {
+                listen,
+                tls: match (&self.mesh_ca, &self.mesh_cert, &self.mesh_key) {
+                    (Some(ca), Some(cert), Some(key)) => {
+                        Some(crate::mesh::MeshTls { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+                    }
+                    _ => None,
+                },
+                endpoints: Default::default(),
+            }),
         })
     }
 }

@@ -52,6 +52,9 @@ pub enum AgentError {
     /// The agent answered a call with an error (unauthenticated, unavailable, …).
     #[error("agent call failed: {0}")]
     Call(#[from] tonic::Status),
+    /// The device-state mesh could not start (its listener, its certificates).
+    #[error("mesh: {0}")]
+    Mesh(String),
     /// A bundle folder could not be read.
     #[error(transparent)]
     Bundle(#[from] crate::render::BundleError),

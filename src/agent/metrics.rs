@@ -93,6 +93,8 @@ pub struct Metrics {
     pub reload_duration: Family<ModuleLabel, Histogram>,
     pub apply_duration: Histogram,
     pub bundle_info: Family<HashLabel, Gauge>,
+    /// The device-state mesh's metrics (`asterisk_agent_mesh_*`).
+    pub mesh: crate::mesh::MeshMetrics,
     /// Last values of the session's monotonic counters, to turn them into increments.
     seen: Mutex<Seen>,
 }
@@ -133,6 +135,7 @@ impl Metrics {
             reload_duration: Family::new_with_constructor(reload_buckets),
             apply_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             bundle_info: Family::default(),
+            mesh: crate::mesh::MeshMetrics::default(),
             seen: Mutex::new(Seen::default()),
         };
         let r = &mut registry;
@@ -198,6 +201,7 @@ impl Metrics {
             "The bundle hash in force (value always 1)",
             m.bundle_info.clone(),
         );
+        m.mesh.register(r);
         Metrics { registry, ..m }
     }
 

@@ -26,4 +26,4 @@ pub mod proto {
 pub use client::{AgentClient, ClientOptions, connect};
 pub use error::AgentError;
 pub use node::{Node, NodeConfig, bundle_from_proto, bundle_to_proto};
-pub use server::{AgentOptions, RunningAgent, ServerTls, start};
+pub use server::{AgentOptions, MeshOptions, RunningAgent, ServerTls, start};

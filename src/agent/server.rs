@@ -30,6 +30,19 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The device-state mesh (docs/mesh.md): its own listener, because its TLS differs from the
+/// Apply API's (client certificates from the mesh CA, named after the node they come from).
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// Where other agents subscribe; its port is also where this agent dials them (the fleet's
+    /// mesh port, on the host of each owner's agent endpoint).
+    pub listen: SocketAddr,
+    /// mTLS material; `None` = plaintext, trusting claimed node names (needs --insecure).
+    pub tls: Option<crate::mesh::MeshTls>,
+    /// Owner node → mesh URL, overriding the above (tests, odd networks).
+    pub endpoints: std::collections::BTreeMap<String, String>,
+}
+
 /// Everything `asterisk-operator agent` needs.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -42,6 +55,8 @@ pub struct AgentOptions {
     pub token: Option<SecretValue>,
     /// Allow plaintext gRPC (local use only).
     pub insecure: bool,
+    /// Take part in the device-state mesh.
+    pub mesh: Option<MeshOptions>,
 }
 
 impl AgentOptions {
@@ -56,6 +71,11 @@ impl AgentOptions {
         if !mtls && self.token.is_none() && !self.insecure {
             return Err(AgentError::Options(
                 "no caller authentication: give --tls-client-ca (mTLS) or --token-file".into(),
+            ));
+        }
+        if self.mesh.as_ref().is_some_and(|m| m.tls.is_none()) && !self.insecure {
+            return Err(AgentError::Options(
+                "the mesh without mTLS needs --insecure; give --mesh-ca, --mesh-cert and --mesh-key".into(),
             ));
         }
         Ok(())
@@ -168,12 +188,16 @@ pub struct RunningAgent {
     pub node: Arc<Node>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    mesh: Option<RunningMesh>,
 }
 
 impl RunningAgent {
     /// Graceful stop: no new requests, in-flight ones finish, AMI Logoff.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(mesh) = self.mesh {
+            mesh.shutdown().await;
+        }
         for t in self.tasks {
             let _ = t.await;
         }
@@ -214,6 +238,11 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let (stop, stopped) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let mesh = match &opts.mesh {
+        Some(m) => Some(RunningMesh::start(&opts.node.node, m, &node).await?),
+        None => None,
     };
 
     let service = agent_server::AgentServer::with_interceptor(
@@ -259,7 +288,59 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         token = opts.token.is_some(),
         "agent started"
     );
-    Ok(RunningAgent { grpc_addr, http_addr, node, stop, tasks: vec![grpc_task, http_task] })
+    Ok(RunningAgent { grpc_addr, http_addr, node, stop, tasks: vec![grpc_task, http_task], mesh })
+}
+
+/// The mesh beside the agent: it follows the applied bundle's mesh plan.
+struct RunningMesh {
+    node: crate::mesh::MeshNode,
+    server: crate::mesh::MeshServer,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl RunningMesh {
+    async fn start(name: &str, opts: &MeshOptions, node: &Arc<Node>) -> Result<RunningMesh, AgentError> {
+        use crate::mesh::{MeshConfig, MeshNode, PeerAuth};
+        let initial = node
+            .status()
+            .mesh
+            .unwrap_or_else(|| crate::render::MeshPlan { node: name.to_owned(), ..Default::default() });
+        let (plan_tx, plan_rx) = watch::channel(initial);
+        let mut cfg = MeshConfig::new(name);
+        cfg.tls = opts.tls.clone();
+        cfg.peer_port = Some(opts.listen.port());
+        cfg.endpoints = opts.endpoints.clone();
+        let auth = if cfg.tls.is_some() { PeerAuth::Certificate } else { PeerAuth::Insecure };
+        let mesh =
+            MeshNode::spawn_with_metrics(cfg, plan_rx, node.session.clone(), auth, node.metrics.mesh.clone());
+        let server = crate::mesh::serve(mesh.service(), opts.listen, opts.tls.as_ref())
+            .await
+            .map_err(|e| AgentError::Mesh(format!("listener on {}: {e:#}", opts.listen)))?;
+        // A newly applied plan takes effect at once; links and streams stay up.
+        let weak = Arc::downgrade(node);
+        let follow = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let Some(plan) = weak.upgrade().map(|n| n.status().mesh) else { return };
+                if let Some(plan) = plan {
+                    plan_tx.send_if_modified(|p| {
+                        let changed = *p != plan;
+                        *p = plan;
+                        changed
+                    });
+                }
+            }
+        });
+        tracing::info!(listen = %server.addr, mtls = opts.tls.is_some(), "mesh started");
+        Ok(RunningMesh { node: mesh, server, follow })
+    }
+
+    async fn shutdown(self) {
+        self.follow.abort();
+        self.node.shutdown();
+        self.server.stop().await;
+    }
 }
 
 /// Runs until `shutdown` resolves (SIGTERM / ctrl-c in the CLI), then stops gracefully.

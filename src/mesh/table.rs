@@ -34,8 +34,9 @@ pub struct StateUpdate {
 pub struct ExportTable {
     epoch: u64,
     seq: u64,
-    /// Exported extension → (hint context, last state and its version).
-    exports: BTreeMap<String, (String, Option<(DeviceState, Version)>)>,
+    /// Exported extension → (hint context, last state and its version, watchers).
+    #[allow(clippy::type_complexity)]
+    exports: BTreeMap<String, (String, Option<(DeviceState, Version)>, Vec<String>)>,
 }
 
 impl ExportTable {
@@ -53,8 +54,8 @@ impl ExportTable {
     pub fn set_plan(&mut self, plan: &MeshPlan) {
         let mut next = BTreeMap::new();
         for export in &plan.exports {
-            let known = self.exports.remove(&export.extension).and_then(|(_, s)| s);
-            next.insert(export.extension.clone(), (export.context.clone(), known));
+            let known = self.exports.remove(&export.extension).and_then(|(_, s, _)| s);
+            next.insert(export.extension.clone(), (export.context.clone(), known, export.watchers.clone()));
         }
         self.exports = next;
     }
@@ -68,7 +69,7 @@ impl ExportTable {
     /// update to send when the extension is exported from that context and its state changed.
     /// Mirrored hints live in another context, so imported states never leave again.
     pub fn observe(&mut self, extension: &str, context: &str, state: ExtensionState) -> Option<StateUpdate> {
-        let (export_context, last) = self.exports.get_mut(extension)?;
+        let (export_context, last, _) = self.exports.get_mut(extension)?;
         if export_context != context {
             return None;
         }
@@ -82,6 +83,24 @@ impl ExportTable {
         Some(StateUpdate { extension: extension.to_owned(), state, version })
     }
 
+    /// May `watcher` see `extension`? Only nodes the plan names as its watchers do.
+    pub fn allowed(&self, watcher: &str, extension: &str) -> bool {
+        self.exports.get(extension).is_some_and(|(_, _, w)| w.iter().any(|x| x == watcher))
+    }
+
+    /// The latest version handed out.
+    pub fn version(&self) -> Version {
+        Version { epoch: self.epoch, seq: self.seq }
+    }
+
+    /// Asterisk went away: every exported extension that had another state becomes UNAVAILABLE
+    /// (its phones are gone with it). Returns the updates to send.
+    pub fn all_unavailable(&mut self) -> Vec<StateUpdate> {
+        let contexts: Vec<(String, String)> =
+            self.exports.iter().map(|(e, (c, _, _))| (e.clone(), c.clone())).collect();
+        contexts.into_iter().filter_map(|(e, c)| self.observe(&e, &c, ExtensionState::Unavailable)).collect()
+    }
+
     /// The current state of every exported extension in `interest` (a subscriber's snapshot).
     /// Extensions not observed yet are reported UNKNOWN→UNAVAILABLE: never idle by default.
     pub fn snapshot<'a>(&self, interest: impl IntoIterator<Item = &'a str>) -> Vec<StateUpdate> {
@@ -89,7 +108,7 @@ impl ExportTable {
         interest
             .into_iter()
             .filter_map(|ext| {
-                let (_, last) = self.exports.get(ext)?;
+                let (_, last, _) = self.exports.get(ext)?;
                 let (state, version) = last.unwrap_or((DeviceState::Unavailable, now));
                 Some(StateUpdate { extension: ext.to_owned(), state, version })
             })
@@ -116,6 +135,28 @@ struct Mirror {
     /// The owner was lost: the next update with the same version must still restore the truth.
     lost: bool,
     written: Option<DeviceState>,
+    /// Taken by [`MirrorTable::take_pending`] and not yet confirmed: what Asterisk will show.
+    in_flight: Option<DeviceState>,
+    /// Opaque time stamp of the update behind `desired` (the owner's event time), 0 if none.
+    stamp: u64,
+}
+
+impl Mirror {
+    /// What Asterisk shows once the write in flight (if any) lands.
+    fn shown(&self) -> Option<DeviceState> {
+        self.in_flight.or(self.written)
+    }
+}
+
+/// One write to do: `Setvar DEVICE_STATE(<device>)=<state>`, with the stamp of the update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingWrite {
+    /// The custom device (`Custom:<owner>-<ext>`).
+    pub device: String,
+    /// Its latest desired state.
+    pub state: DeviceState,
+    /// The stamp given to [`MirrorTable::apply_stamped`] (0 when none).
+    pub stamp: u64,
 }
 
 /// A watcher's mirrored states: per (owner, extension), the custom device state to keep equal to
@@ -127,6 +168,7 @@ pub struct MirrorTable {
     /// Custom device → its (owner, extension) key.
     devices: BTreeMap<String, (String, String)>,
     pending: BTreeSet<(String, String)>,
+    coalesced: u64,
 }
 
 impl MirrorTable {
@@ -149,6 +191,8 @@ impl MirrorTable {
                     version: Version::default(),
                     lost: true,
                     written: None,
+                    in_flight: None,
+                    stamp: 0,
                 });
                 next.insert(key, mirror);
             }
@@ -158,7 +202,7 @@ impl MirrorTable {
         self.pending = self
             .mirrors
             .iter()
-            .filter(|(_, m)| m.written != Some(m.desired))
+            .filter(|(_, m)| m.shown() != Some(m.desired))
             .map(|(k, _)| k.clone())
             .collect();
         plan.sources.iter().map(|s| s.node.clone()).collect()
@@ -171,6 +215,12 @@ impl MirrorTable {
 
     /// Applies one update from `owner` (snapshot entries and stream changes alike).
     pub fn apply(&mut self, owner: &str, update: &StateUpdate) -> Outcome {
+        self.apply_stamped(owner, update, 0)
+    }
+
+    /// [`MirrorTable::apply`], remembering `stamp` (e.g. the owner's event time) with the write
+    /// it causes, for the propagation latency.
+    pub fn apply_stamped(&mut self, owner: &str, update: &StateUpdate, stamp: u64) -> Outcome {
         let key = (owner.to_owned(), update.extension.clone());
         let Some(mirror) = self.mirrors.get_mut(&key) else { return Outcome::NotWatched };
         let newer = update.version > mirror.version || (mirror.lost && update.version >= mirror.version);
@@ -180,8 +230,11 @@ impl MirrorTable {
         mirror.version = update.version;
         mirror.lost = false;
         mirror.desired = update.state;
-        if mirror.written != Some(update.state) {
-            self.pending.insert(key);
+        mirror.stamp = stamp;
+        if mirror.shown() != Some(update.state) {
+            if !self.pending.insert(key) {
+                self.coalesced += 1;
+            }
         } else {
             self.pending.remove(&key);
         }
@@ -194,10 +247,35 @@ impl MirrorTable {
         for (key, mirror) in self.mirrors.iter_mut().filter(|((o, _), _)| o == owner) {
             mirror.lost = true;
             mirror.desired = DeviceState::Unavailable;
-            if mirror.written != Some(DeviceState::Unavailable) {
+            if mirror.shown() != Some(DeviceState::Unavailable) {
                 self.pending.insert(key.clone());
             }
         }
+    }
+
+    /// Accepted updates that replaced a write still waiting (bursts folded into one write).
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced
+    }
+
+    /// Asterisk may have lost or changed what was written (it restarted, AMI reconnected):
+    /// every mirrored state is written again.
+    pub fn forget_written(&mut self) {
+        for (key, mirror) in &mut self.mirrors {
+            mirror.written = None;
+            mirror.in_flight = None;
+            self.pending.insert(key.clone());
+        }
+    }
+
+    /// Number of mirrored extensions.
+    pub fn len(&self) -> usize {
+        self.mirrors.len()
+    }
+
+    /// Mirrors nothing?
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty()
     }
 
     /// How many writes are waiting.
@@ -205,13 +283,43 @@ impl MirrorTable {
         self.pending.len()
     }
 
+    /// Pending keys whose device has no write in flight (never two writes for one device at
+    /// once, so they cannot land out of order).
+    fn ready(&self, max: usize) -> Vec<(String, String)> {
+        self.pending
+            .iter()
+            .filter(|k| self.mirrors.get(*k).is_some_and(|m| m.in_flight.is_none()))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     /// Takes up to `max` pending writes: (custom device, state), the latest state of each.
+    /// A device whose previous write is not confirmed ([`MirrorTable::written`] or
+    /// [`MirrorTable::retry`]) waits.
     pub fn take_pending(&mut self, max: usize) -> Vec<(String, DeviceState)> {
-        let keys: Vec<_> = self.pending.iter().take(max).cloned().collect();
+        let keys = self.ready(max);
         keys.into_iter()
             .filter_map(|key| {
                 self.pending.remove(&key);
-                self.mirrors.get(&key).map(|m| (m.device.clone(), m.desired))
+                self.mirrors.get_mut(&key).map(|m| {
+                    m.in_flight = Some(m.desired);
+                    (m.device.clone(), m.desired)
+                })
+            })
+            .collect()
+    }
+
+    /// [`MirrorTable::take_pending`] with the stamps of the updates behind the writes.
+    pub fn take_pending_stamped(&mut self, max: usize) -> Vec<PendingWrite> {
+        let keys = self.ready(max);
+        keys.into_iter()
+            .filter_map(|key| {
+                self.pending.remove(&key);
+                self.mirrors.get_mut(&key).map(|m| {
+                    m.in_flight = Some(m.desired);
+                    PendingWrite { device: m.device.clone(), state: m.desired, stamp: m.stamp }
+                })
             })
             .collect()
     }
@@ -220,12 +328,16 @@ impl MirrorTable {
     pub fn written(&mut self, device: &str, state: DeviceState) {
         if let Some(m) = self.devices.get(device).and_then(|k| self.mirrors.get_mut(k)) {
             m.written = Some(state);
+            m.in_flight = None;
         }
     }
 
     /// A write failed: put it back so it is retried.
     pub fn retry(&mut self, device: &str) {
         if let Some(key) = self.devices.get(device) {
+            if let Some(m) = self.mirrors.get_mut(key) {
+                m.in_flight = None;
+            }
             self.pending.insert(key.clone());
         }
     }
@@ -298,7 +410,9 @@ mod tests {
     fn bursts_coalesce_to_the_latest_state() {
         let mut t = MirrorTable::new();
         t.set_plan(&plan());
-        t.take_pending(10);
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
         for seq in 1..=1000u64 {
             let state = if seq % 2 == 0 { DeviceState::InUse } else { DeviceState::Ringing };
             t.apply("office-b", &update("4002", state, 1, seq));
@@ -356,6 +470,72 @@ mod tests {
         let u = e.observe("3001", "operator-local", ExtensionState::Idle).unwrap();
         assert_eq!((u.state, u.version.seq), (DeviceState::NotInUse, 2));
         assert_eq!(e.snapshot(["3001", "3002"]), vec![u]);
+    }
+
+    #[test]
+    fn coalescing_is_counted_and_stamps_follow_the_latest_update() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
+        t.apply_stamped("office-b", &update("4001", DeviceState::InUse, 1, 1), 100);
+        t.apply_stamped("office-b", &update("4001", DeviceState::Busy, 1, 2), 200);
+        t.apply_stamped("office-b", &update("4001", DeviceState::Ringing, 1, 3), 300);
+        assert_eq!(t.coalesced(), 2);
+        let w = t.take_pending_stamped(10);
+        assert_eq!(
+            w,
+            vec![PendingWrite {
+                device: "Custom:office-b-4001".into(),
+                state: DeviceState::Ringing,
+                stamp: 300
+            }]
+        );
+    }
+
+    #[test]
+    fn a_change_back_while_a_write_is_in_flight_is_written_after_it() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
+        // UNAVAILABLE shown; INUSE taken for writing; then back to UNAVAILABLE before it lands.
+        t.apply("office-b", &update("4001", DeviceState::InUse, 1, 1));
+        let w = t.take_pending(10);
+        assert_eq!(w, vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
+        t.apply("office-b", &update("4001", DeviceState::Unavailable, 1, 2));
+        assert_eq!(t.pending_len(), 1, "the write in flight will show INUSE: UNAVAILABLE must follow");
+        assert_eq!(t.take_pending(10), vec![], "not while the INUSE write is in flight");
+        t.written("Custom:office-b-4001", DeviceState::InUse);
+        assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::Unavailable)]);
+    }
+
+    #[test]
+    fn forget_written_rewrites_everything() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        for (d, s) in t.take_pending(10) {
+            t.written(&d, s);
+        }
+        assert_eq!(t.pending_len(), 0);
+        t.forget_written();
+        assert_eq!(t.pending_len(), 2);
+    }
+
+    #[test]
+    fn only_named_watchers_may_see_an_export_and_a_lost_asterisk_exports_unavailable() {
+        let mut e = ExportTable::new(3);
+        e.set_plan(&plan());
+        assert!(e.allowed("office-b", "3001"));
+        assert!(!e.allowed("office-c", "3001"));
+        assert!(!e.allowed("office-b", "3002"));
+        e.observe("3001", "operator-local", ExtensionState::InUse).unwrap();
+        let lost = e.all_unavailable();
+        assert_eq!(lost.len(), 1);
+        assert_eq!((lost[0].state, lost[0].version.seq), (DeviceState::Unavailable, 2));
+        assert!(e.all_unavailable().is_empty(), "already unavailable: nothing to send");
     }
 
     #[test]

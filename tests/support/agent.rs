@@ -20,7 +20,7 @@ pub const AMI_SECRET: &str = "AgentAmiSecret0";
 pub fn manager_conf(addr: Ipv4Addr) -> String {
     format!(
         "[general]\nenabled = yes\nwebenabled = no\nport = 5038\nbindaddr = {addr}\ndisplayconnects = no\n\n\
-         [{AMI_USER}]\nsecret = {AMI_SECRET}\nread = system,call\nwrite = system,reporting\n"
+         [{AMI_USER}]\nsecret = {AMI_SECRET}\nread = system,call\nwrite = system,call,reporting\n"
     )
 }
 
@@ -58,6 +58,7 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
         tls: None,
         token: None,
         insecure: true,
+        mesh: None,
     }
 }
 

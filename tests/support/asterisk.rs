@@ -272,6 +272,11 @@ impl Asterisk {
         }
     }
 
+    /// The Asterisk process id while it runs (`chroot` execs asterisk, so it is the child's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Is the process running?
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())

@@ -4,4 +4,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod asterisk;
+pub mod baresip;
+pub mod fake_ami;
 pub mod fleet;
+pub mod mesh;

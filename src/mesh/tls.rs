@@ -1,0 +1,49 @@
+//! mTLS between mesh peers: every agent has a certificate whose DNS name (SAN) is its node name,
+//! signed by the fleet's mesh CA. A watcher checks the owner's certificate against the owner's
+//! node name (standard server-name check); an owner checks that the client certificate names
+//! the watcher the subscription claims to come from, and refuses it otherwise.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// PEM files: the mesh CA, this node's certificate (SAN = node name) and its key.
+#[derive(Clone, Debug)]
+pub struct MeshTls {
+    /// CA that signs every mesh peer's certificate.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+fn read(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+impl MeshTls {
+    /// Server side: present this node's certificate, require a client certificate from the CA.
+    pub fn server_config(&self) -> anyhow::Result<ServerTlsConfig> {
+        Ok(ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
+            .client_ca_root(Certificate::from_pem(read(&self.ca)?)))
+    }
+
+    /// Client side towards `owner`: its certificate must name `owner`; present ours.
+    pub fn client_config(&self, owner: &str) -> anyhow::Result<ClientTlsConfig> {
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
+            .domain_name(owner.to_owned()))
+    }
+}
+
+/// Does the (already chain-verified) certificate name `node` (DNS SAN)?
+pub fn cert_names_node(der: &CertificateDer<'_>, node: &str) -> bool {
+    let Ok(name) = ServerName::try_from(node) else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(der) else { return false };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
