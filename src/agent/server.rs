@@ -198,13 +198,22 @@ impl RunningAgent {
         if let Some(mesh) = self.mesh {
             mesh.shutdown().await;
         }
-        for t in self.tasks {
-            let _ = t.await;
+        // Graceful: servers stop accepting and finish in-flight calls. A client that keeps an
+        // idle connection open (HTTP/2, keep-alive) would hold that forever, so it gets a grace
+        // period and is then cut.
+        for mut t in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                t.abort();
+            }
         }
         self.node.session.close().await;
         tracing::info!("agent stopped");
     }
 }
+
+/// How long a graceful shutdown waits for open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts the agent: AMI session, node tasks, gRPC and HTTP servers. Port 0 picks a free port
 /// (see the addresses in the result).
