@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use asterisk_operator::controller::fleet::AgentAccess;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
-use kube::Resource;
 use support::agent as ag;
-use support::asterisk::Asterisk;
 use support::fleet::{self, on_loopback};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -38,20 +36,7 @@ fn change_to_apply() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
     set.secrets.clear();
-    let mut nodes = Vec::new();
-    let mut agents = Vec::new();
-    for node in &mut set.nodes {
-        let name = node.meta().name.clone().unwrap();
-        let asterisk = Asterisk::builder(&name)
-            .addr(addrs[&name])
-            .operator_main_files()
-            .file("manager.conf", ag::manager_conf(addrs[&name]))
-            .start();
-        let agent = ag::start(&rt, ag::options(&asterisk));
-        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
-        nodes.push(asterisk);
-        agents.push(agent);
-    }
+    let (nodes, agents) = ag::boot_with_agents(&rt, &mut set, &addrs);
     let work = std::env::temp_dir().join(format!("ao-bench-controller-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("fleet")).unwrap();
@@ -91,7 +76,7 @@ fn change_to_apply() {
         times[times.len() - 1],
         times.len()
     );
-    for agent in agents {
+    for agent in agents.into_values() {
         rt.block_on(agent.shutdown());
     }
     drop(nodes);

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use asterisk_operator::controller::fleet::AgentAccess;
@@ -16,7 +15,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use support::agent as ag;
 use support::apiserver::{ApiServer, install_crds};
-use support::asterisk::Asterisk;
 use support::fleet::{self, on_loopback};
 
 async fn create<K>(client: &Client, mut r: K)
@@ -59,20 +57,7 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let server = ApiServer::start("controller");
     let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
-    let mut nodes = BTreeMap::new();
-    let mut agents = Vec::new();
-    for node in &mut set.nodes {
-        let name = node.meta().name.clone().unwrap();
-        let asterisk = Asterisk::builder(&name)
-            .addr(addrs[&name])
-            .operator_main_files()
-            .file("manager.conf", ag::manager_conf(addrs[&name]))
-            .start();
-        let agent = ag::start(&rt, ag::options(&asterisk));
-        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
-        nodes.insert(name, asterisk);
-        agents.push(agent);
-    }
+    let (nodes, agents) = ag::boot_with_agents(&rt, &mut set, &addrs);
     let work = std::env::temp_dir().join(format!("ao-controller-kube-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
@@ -227,7 +212,7 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
 
         let _ = stop.send(());
         controller.await.unwrap().unwrap();
-        for agent in agents {
+        for agent in agents.into_values() {
             agent.shutdown().await;
         }
     });

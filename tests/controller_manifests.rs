@@ -13,7 +13,6 @@ use asterisk_operator::controller::status::ResourceStatus;
 use asterisk_operator::topology::{Kind, ObjectRef, ResourceSet};
 use kube::Resource;
 use support::agent::{self as ag, get, parse_metrics, value};
-use support::asterisk::Asterisk;
 use support::fleet::{self, on_loopback};
 
 /// Writes one file per resource (`<kind>-<name>.yaml`), as a person keeps a fleet in git.
@@ -62,20 +61,7 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
     set.secrets.clear(); // the controller generates and keeps them, as it would for a user
-    let mut nodes = BTreeMap::new();
-    let mut agents = BTreeMap::new();
-    for node in &mut set.nodes {
-        let name = node.meta().name.clone().unwrap();
-        let asterisk = Asterisk::builder(&name)
-            .addr(addrs[&name])
-            .operator_main_files()
-            .file("manager.conf", ag::manager_conf(addrs[&name]))
-            .start();
-        let agent = ag::start(&rt, ag::options(&asterisk));
-        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
-        nodes.insert(name.clone(), asterisk);
-        agents.insert(name, agent);
-    }
+    let (nodes, mut agents) = ag::boot_with_agents(&rt, &mut set, &addrs);
     let work = std::env::temp_dir().join(format!("ao-controller-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let dir = work.join("fleet");

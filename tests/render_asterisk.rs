@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use asterisk_operator::render::{self, Bundle};
 use asterisk_operator::topology;
-use support::asterisk::Asterisk;
+use support::asterisk::{Asterisk, boot_bundles};
 use support::fleet::{self, on_loopback};
 
 /// Renders an example for loopback and boots one Asterisk per node, in node order
@@ -22,20 +22,7 @@ fn boot_example(name: &str) -> (BTreeMap<String, Bundle>, BTreeMap<String, Aster
     let resolution = topology::resolve(&set);
     assert_eq!(resolution.errors, vec![]);
     let bundles = render::render_all(&resolution.topology);
-    let mut order: Vec<&String> = bundles.keys().collect();
-    order.sort_by_key(|n| {
-        set.nodes.iter().find(|x| x.metadata.name.as_deref() == Some(n)).unwrap().spec.address.is_none()
-    });
-    let mut nodes = BTreeMap::new();
-    for node in order {
-        let builder = Asterisk::builder(node).addr(addrs[node]).operator_main_files();
-        let builder = bundles[node]
-            .files
-            .iter()
-            .filter(|(f, _)| !f.starts_with("keys/"))
-            .fold(builder, |b, (f, c)| b.file(f, c.clone()));
-        nodes.insert(node.clone(), builder.start());
-    }
+    let nodes = boot_bundles(&set, &addrs, &bundles);
     (bundles, nodes)
 }
 

@@ -515,20 +515,7 @@ mod tests {
     }
 
     fn phone(name: &str) -> Phone {
-        let mut p = Phone::new(
-            name,
-            PhoneSpec {
-                node: "office-a".into(),
-                extension: "3001".into(),
-                display_name: None,
-                secret_ref: None,
-                nat: true,
-                codecs: None,
-                voicemail: None,
-                max_contacts: 1,
-                device: None,
-            },
-        );
+        let mut p = Phone::new(name, PhoneSpec::new("office-a", "3001"));
         p.metadata.namespace = Some("default".into());
         p.metadata.uid = Some("uid-1".into());
         p.metadata.generation = Some(3);

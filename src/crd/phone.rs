@@ -63,6 +63,24 @@ pub struct PhoneSpec {
     pub device: Option<Device>,
 }
 
+impl PhoneSpec {
+    /// A phone with only its node and extension set, every other field at its default (what a
+    /// manifest with just those two fields gives).
+    pub fn new(node: &str, extension: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            extension: extension.to_owned(),
+            display_name: None,
+            secret_ref: None,
+            nat: true,
+            codecs: None,
+            voicemail: None,
+            max_contacts: default_max_contacts(),
+            device: None,
+        }
+    }
+}
+
 fn default_max_contacts() -> u8 {
     1
 }

@@ -113,3 +113,27 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 pub fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
     metrics.get(series).copied().unwrap_or(0.0)
 }
+
+/// Boots an empty Asterisk (with the agent's AMI user) and an in-process agent for every node
+/// of `set`, and points each node's `spec.agent.endpoint` at its agent.
+pub fn boot_with_agents(
+    rt: &tokio::runtime::Runtime,
+    set: &mut asterisk_operator::topology::ResourceSet,
+    addrs: &BTreeMap<String, Ipv4Addr>,
+) -> (BTreeMap<String, Asterisk>, BTreeMap<String, RunningAgent>) {
+    let mut nodes = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    for node in &mut set.nodes {
+        let name = node.metadata.name.clone().unwrap();
+        let asterisk = Asterisk::builder(&name)
+            .addr(addrs[&name])
+            .operator_main_files()
+            .file("manager.conf", manager_conf(addrs[&name]))
+            .start();
+        let agent = start(rt, options(&asterisk));
+        node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
+        nodes.insert(name.clone(), asterisk);
+        agents.insert(name, agent);
+    }
+    (nodes, agents)
+}

@@ -300,3 +300,27 @@ impl Drop for Asterisk {
         }
     }
 }
+
+/// Boots one Asterisk per node of `set` at `addrs`, each with its rendered bundle in place
+/// before start; nodes with a fixed address first, so registrars are up before registrants.
+pub fn boot_bundles(
+    set: &asterisk_operator::topology::ResourceSet,
+    addrs: &std::collections::BTreeMap<String, Ipv4Addr>,
+    bundles: &std::collections::BTreeMap<String, asterisk_operator::render::Bundle>,
+) -> std::collections::BTreeMap<String, Asterisk> {
+    let mut order: Vec<&String> = bundles.keys().collect();
+    order.sort_by_key(|n| {
+        set.nodes.iter().find(|x| x.metadata.name.as_deref() == Some(n)).unwrap().spec.address.is_none()
+    });
+    let mut nodes = std::collections::BTreeMap::new();
+    for node in order {
+        let builder = Asterisk::builder(node).addr(addrs[node]).operator_main_files();
+        let builder = bundles[node]
+            .files
+            .iter()
+            .filter(|(f, _)| !f.starts_with("keys/"))
+            .fold(builder, |b, (f, c)| b.file(f, c.clone()));
+        nodes.insert(node.clone(), builder.start());
+    }
+    nodes
+}

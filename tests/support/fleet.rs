@@ -128,15 +128,8 @@ pub fn synthetic(nodes: usize, phones: usize, blf_targets: usize) -> ResourceSet
         set.phones.push(Phone::new(
             &format!("phone-{p}"),
             PhoneSpec {
-                node: format!("node-{node}"),
-                extension: ext,
                 display_name: Some(format!("Phone {p}")),
-                secret_ref: None,
-                nat: true,
-                codecs: None,
-                voicemail: None,
-                max_contacts: 1,
-                device: None,
+                ..PhoneSpec::new(&format!("node-{node}"), &ext)
             },
         ));
     }

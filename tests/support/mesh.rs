@@ -12,9 +12,10 @@ use asterisk_operator::mesh::{self, MeshConfig, MeshNode, MeshServer, MeshTls, P
 use asterisk_operator::render::{self, Bundle, MeshPlan};
 use asterisk_operator::secret::SecretValue;
 use asterisk_operator::topology;
+
 use tokio::sync::watch;
 
-use super::asterisk::Asterisk;
+use super::asterisk::{Asterisk, boot_bundles};
 use super::fleet;
 
 /// The mesh port every test node listens on (each node has its own address).
@@ -54,20 +55,7 @@ pub fn boot(example: &str, driven: &[&str]) -> (BTreeMap<String, Bundle>, BTreeM
             );
         }
     }
-    let mut order: Vec<&String> = bundles.keys().collect();
-    order.sort_by_key(|n| {
-        set.nodes.iter().find(|x| x.metadata.name.as_deref() == Some(n)).unwrap().spec.address.is_none()
-    });
-    let mut nodes = BTreeMap::new();
-    for node in order {
-        let builder = Asterisk::builder(node).addr(addrs[node]).operator_main_files();
-        let builder = bundles[node]
-            .files
-            .iter()
-            .filter(|(f, _)| !f.starts_with("keys/"))
-            .fold(builder, |b, (f, c)| b.file(f, c.clone()));
-        nodes.insert(node.clone(), builder.start());
-    }
+    let nodes = boot_bundles(&set, &addrs, &bundles);
     (bundles, nodes)
 }
 
