@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use asterisk_operator::controller::fleet::AgentAccess;
-use asterisk_operator::controller::kube::{KubeOptions, run};
+use asterisk_operator::controller::kube::{KubeOptions, LeaseSettings, run};
 use asterisk_operator::controller::metrics::{ControllerMetrics, serve};
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -85,6 +85,13 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
             secrets_file: Some(secrets_file.clone()),
             resync: Duration::from_secs(2),
             debounce: Duration::from_millis(100),
+            // This server has no Lease API: the controller says so and runs as the only replica.
+            lease: Some(LeaseSettings {
+                namespace: "default".into(),
+                name: "asterisk-operator-controller".into(),
+                identity: "test".into(),
+                duration: Duration::from_secs(15),
+            }),
         };
         let metrics = std::sync::Arc::new(ControllerMetrics::default());
         let (http, _task) =

@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use super::fleet::AgentAccess;
-use super::kube::{self as kube_mode, KubeError, KubeOptions};
+use super::kube::{self as kube_mode, KubeError, KubeOptions, LeaseSettings};
 use super::manifests::{self, ManifestsError, ManifestsOptions};
 use super::metrics::{self, ControllerMetrics};
 use crate::agent::client::read_secret_file;
@@ -45,6 +45,9 @@ pub struct ControllerArgs {
     /// Client key (PEM) for mTLS to the agents.
     #[arg(long, env = "AO_CONTROLLER_AGENT_KEY", requires = "agent_cert")]
     pub agent_key: Option<PathBuf>,
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
     /// Address of `/metrics`, `/healthz` and `/readyz` (not served with `--once`).
     #[arg(long, env = "AO_CONTROLLER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
@@ -106,6 +109,13 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
             secrets_file: args.secrets_file.clone(),
             resync: interval,
             debounce: Duration::from_millis(200),
+            lease: Some(LeaseSettings {
+                namespace: args.lease_namespace.clone(),
+                name: "asterisk-operator-controller".into(),
+                identity: std::env::var("HOSTNAME")
+                    .unwrap_or_else(|_| format!("controller-{}", std::process::id())),
+                duration: Duration::from_secs(15),
+            }),
         };
         kube_mode::run(client, opts, &metrics, crate::agent::cli::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);

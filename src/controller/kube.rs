@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::events::{Notice, notices};
 use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::leader::{Leadership, LeaseLock};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
 use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
@@ -52,6 +53,21 @@ pub struct KubeOptions {
     pub resync: Duration,
     /// Wait this long after a change for more changes before reconciling.
     pub debounce: Duration,
+    /// Leader election: only the holder of this Lease reconciles.
+    pub lease: Option<LeaseSettings>,
+}
+
+/// The leader-election Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease (the controller's own).
+    pub namespace: String,
+    /// Lease name.
+    pub name: String,
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// How long a lease holds without renewal.
+    pub duration: Duration,
 }
 
 /// The API-server mode failed as a whole.
@@ -154,15 +170,39 @@ pub async fn run(
         ),
         enabled: true,
     };
+    let mut lock = opts
+        .lease
+        .as_ref()
+        .map(|l| LeaseLock::new(client.clone(), &l.namespace, &l.name, &l.identity, l.duration));
+    // Renew well inside the lease duration.
+    let tick = opts.lease.as_ref().map_or(opts.resync, |l| opts.resync.min(l.duration / 3));
+    let mut leading = false;
     tokio::pin!(shutdown);
     loop {
-        let started = std::time::Instant::now();
-        let report = reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
-        metrics.observe(&report, fleet.statuses(), started.elapsed());
+        let leadership = match &mut lock {
+            Some(lock) => lock.acquire_or_renew().await,
+            None => Leadership::Unsupported,
+        };
+        if let Leadership::Follower(holder) = &leadership {
+            if leading {
+                tracing::warn!(%holder, "lost the leader Lease; standing by");
+            }
+            leading = false;
+        } else {
+            if !leading {
+                // What another leader did meanwhile is unknown: push everything again (an agent
+                // answers an unchanged bundle cheaply).
+                fleet = FleetReconciler::new(opts.agents.clone());
+            }
+            leading = true;
+            let started = std::time::Instant::now();
+            let report = reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
+            metrics.observe(&report, fleet.statuses(), started.elapsed());
+        }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
-            _ = tokio::time::sleep(opts.resync) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
     }
 }
@@ -538,6 +578,7 @@ mod tests {
             secrets_file: None,
             resync: Duration::from_secs(1),
             debounce: Duration::from_millis(1),
+            lease: None,
         };
         let mut set = ResourceSet {
             namespace: "default".into(),

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod events;
 pub mod fleet;
 pub mod kube;
+pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod status;

@@ -1,0 +1,241 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, so two controller replicas never push
+//! at the same time. The decision is pure ([`decide`]); [`LeaseLock`] applies it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+/// What to do with the Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No Lease yet: create it, holding it.
+    Create,
+    /// We hold it: renew it.
+    Renew,
+    /// Its holder let it expire: take it over.
+    TakeOver,
+    /// Someone else holds it and it is still valid.
+    Wait {
+        /// The current holder.
+        holder: String,
+    },
+}
+
+/// Decides from the Lease as read, who we are, and the time now.
+pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else { return Decision::Create };
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    if holder == identity {
+        return Decision::Renew;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    let expired = spec.renew_time.as_ref().is_none_or(|t| t.0.as_second() + duration < now.as_second());
+    if holder.is_empty() || expired { Decision::TakeOver } else { Decision::Wait { holder } }
+}
+
+/// Whether this replica may reconcile now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// We hold the Lease.
+    Leader,
+    /// Another replica does.
+    Follower(String),
+    /// The server has no Lease API: a single replica is assumed.
+    Unsupported,
+}
+
+/// The controller's Lease.
+pub struct LeaseLock {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    /// Whether the server serves Leases, once known.
+    supported: Option<bool>,
+}
+
+impl LeaseLock {
+    /// A lock on Lease `name` in `namespace`, held for `duration` after each renewal.
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+            supported: None,
+        }
+    }
+
+    fn spec(&self, now: Timestamp, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration.as_secs() as i32),
+            acquire_time: acquired.or(Some(MicroTime(now))),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Reads the Lease and creates, renews or takes it over when it may; a conflicting write
+    /// (another replica was faster) just means follower this round.
+    pub async fn acquire_or_renew(&mut self) -> Leadership {
+        // A missing object and a missing API both answer 404 to a get: ask with a list once.
+        if self.supported.is_none() {
+            match self.api.list(&kube::api::ListParams::default().limit(1)).await {
+                Ok(_) => self.supported = Some(true),
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    tracing::warn!(
+                        "the API server has no Lease API (coordination.k8s.io): no leader election, run one replica"
+                    );
+                    self.supported = Some(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list Leases; not reconciling this round");
+                    return Leadership::Follower(String::new());
+                }
+            }
+        }
+        if self.supported == Some(false) {
+            return Leadership::Unsupported;
+        }
+        let now = Timestamp::now();
+        let lease = match self.api.get_opt(&self.name).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the leader Lease; not reconciling this round");
+                return Leadership::Follower(String::new());
+            }
+        };
+        let decision = decide(lease.as_ref(), &self.identity, now);
+        let result = match (&decision, lease) {
+            (Decision::Create, _) => {
+                let lease = Lease {
+                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                    spec: Some(self.spec(now, 0, None)),
+                };
+                self.api.create(&PostParams::default(), &lease).await.map(|_| ())
+            }
+            (Decision::Renew | Decision::TakeOver, Some(mut lease)) => {
+                let old = lease.spec.clone().unwrap_or_default();
+                let transitions =
+                    old.lease_transitions.unwrap_or(0) + i32::from(decision == Decision::TakeOver);
+                let acquired = if decision == Decision::Renew { old.acquire_time } else { None };
+                lease.spec = Some(self.spec(now, transitions, acquired));
+                // The resourceVersion read above makes this a compare-and-swap.
+                self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+            }
+            (Decision::Wait { holder }, _) => return Leadership::Follower(holder.clone()),
+            (_, None) => return Leadership::Follower(String::new()),
+        };
+        match result {
+            Ok(()) => {
+                if decision != Decision::Renew {
+                    tracing::info!(identity = %self.identity, "became the leader");
+                }
+                Leadership::Leader
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "another replica took the Lease first");
+                Leadership::Follower(String::new())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: i64, duration: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(duration),
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap())),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        assert_eq!(decide(None, "a", now), Decision::Create);
+        assert_eq!(decide(Some(&lease("a", 990, 15)), "a", now), Decision::Renew);
+        assert_eq!(decide(Some(&lease("b", 990, 15)), "a", now), Decision::Wait { holder: "b".into() });
+        assert_eq!(decide(Some(&lease("b", 980, 15)), "a", now), Decision::TakeOver, "b stopped renewing");
+        assert_eq!(decide(Some(&lease("", 999, 15)), "a", now), Decision::TakeOver, "released");
+    }
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    async fn answer(handle: &mut Handle, status: u16, reply: Value) -> (Method, String, Value) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let (method, uri) = (request.method().clone(), request.uri().to_string());
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        send.send_response(Response::builder().status(status).body(Body::from(reply.to_string().into_bytes())).unwrap());
+        (method, uri, body)
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+    }
+
+    #[tokio::test]
+    async fn creates_the_lease_when_absent_and_waits_while_another_holds_it() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut lock =
+            LeaseLock::new(Client::new(service, "default"), "ops", "ctl", "me", Duration::from_secs(15));
+        let server = tokio::spawn(async move {
+            let empty = json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {}, "items": []});
+            let (m, uri, _) = answer(&mut handle, 200, empty).await;
+            assert_eq!(
+                (m, uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/ops/leases?")),
+                (Method::GET, true)
+            );
+            let (m, uri, _) = answer(&mut handle, 404, not_found()).await;
+            assert_eq!(
+                (m, uri.as_str()),
+                (Method::GET, "/apis/coordination.k8s.io/v1/namespaces/ops/leases/ctl")
+            );
+            let created =
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ctl"}});
+            let (m, _, body) = answer(&mut handle, 201, created).await;
+            assert_eq!(m, Method::POST);
+            assert_eq!(body["spec"]["holderIdentity"], "me");
+            assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+            // Second round: someone else renewed it just now.
+            let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "ctl", "resourceVersion": "7"},
+                "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": Timestamp::now().to_string()}});
+            answer(&mut handle, 200, held).await;
+        });
+        assert_eq!(lock.acquire_or_renew().await, Leadership::Leader);
+        assert_eq!(lock.acquire_or_renew().await, Leadership::Follower("other".into()));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_without_leases_means_a_single_replica() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut lock =
+            LeaseLock::new(Client::new(service, "default"), "ops", "ctl", "me", Duration::from_secs(15));
+        let server = tokio::spawn(async move {
+            answer(&mut handle, 404, json!("404 page not found")).await;
+        });
+        assert_eq!(lock.acquire_or_renew().await, Leadership::Unsupported);
+        assert_eq!(lock.acquire_or_renew().await, Leadership::Unsupported, "asked once, remembered");
+        server.await.unwrap();
+    }
+}
