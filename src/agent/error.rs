@@ -53,8 +53,13 @@ pub enum AgentError {
     #[error("agent call failed: {0}")]
     Call(#[from] tonic::Status),
     /// The device-state mesh could not start (its listener, its certificates).
-    #[error("mesh: {0}")]
-    Mesh(String),
+    #[error("mesh listener on {addr}: {source}")]
+    Mesh {
+        /// The mesh listen address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: crate::mesh::MeshError,
+    },
     /// A bundle folder could not be read.
     #[error(transparent)]
     Bundle(#[from] crate::render::BundleError),

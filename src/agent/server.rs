@@ -324,7 +324,7 @@ impl RunningMesh {
             MeshNode::spawn_with_metrics(cfg, plan_rx, node.session.clone(), auth, node.metrics.mesh.clone());
         let server = crate::mesh::serve(mesh.service(), opts.listen, opts.tls.as_ref())
             .await
-            .map_err(|e| AgentError::Mesh(format!("listener on {}: {e:#}", opts.listen)))?;
+            .map_err(|source| AgentError::Mesh { addr: opts.listen, source })?;
         // A newly applied plan takes effect at once; links and streams stay up.
         let weak = Arc::downgrade(node);
         let follow = tokio::spawn(async move {

@@ -184,7 +184,9 @@ mod tests {
         let (method, uri) = (request.method().clone(), request.uri().to_string());
         let body = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        send.send_response(Response::builder().status(status).body(Body::from(reply.to_string().into_bytes())).unwrap());
+        send.send_response(
+            Response::builder().status(status).body(Body::from(reply.to_string().into_bytes())).unwrap(),
+        );
         (method, uri, body)
     }
 

@@ -12,6 +12,7 @@
 //! The agent hooks it in with [`MeshNode::spawn`] (its AMI session and mesh plan) and adds
 //! [`MeshNode::service`] to its tonic server; [`serve`] runs the service on its own listener.
 
+pub mod error;
 pub mod metrics;
 pub mod owner;
 pub mod table;
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use error::MeshError;
 pub use metrics::MeshMetrics;
 pub use owner::{MeshService, PeerAuth};
 pub use table::{ExportTable, MirrorTable, Outcome, PendingWrite, StateUpdate, Version};
@@ -311,9 +313,9 @@ pub async fn serve(
     service: MeshService,
     listen: SocketAddr,
     tls: Option<&MeshTls>,
-) -> anyhow::Result<MeshServer> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
+) -> Result<MeshServer, MeshError> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(MeshError::Bind)?;
+    let addr = listener.local_addr().map_err(MeshError::Bind)?;
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.server_config()?)?;

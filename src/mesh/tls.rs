@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use super::error::MeshError;
 
 /// PEM files: the mesh CA, this node's certificate (SAN = node name) and its key.
 #[derive(Clone, Debug)]
@@ -20,20 +21,20 @@ pub struct MeshTls {
     pub key: PathBuf,
 }
 
-fn read(p: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+fn read(p: &Path) -> Result<Vec<u8>, MeshError> {
+    std::fs::read(p).map_err(|source| MeshError::Read { path: p.to_owned(), source })
 }
 
 impl MeshTls {
     /// Server side: present this node's certificate, require a client certificate from the CA.
-    pub fn server_config(&self) -> anyhow::Result<ServerTlsConfig> {
+    pub fn server_config(&self) -> Result<ServerTlsConfig, MeshError> {
         Ok(ServerTlsConfig::new()
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
             .client_ca_root(Certificate::from_pem(read(&self.ca)?)))
     }
 
     /// Client side towards `owner`: its certificate must name `owner`; present ours.
-    pub fn client_config(&self, owner: &str) -> anyhow::Result<ClientTlsConfig> {
+    pub fn client_config(&self, owner: &str) -> Result<ClientTlsConfig, MeshError> {
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&self.ca)?))
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))

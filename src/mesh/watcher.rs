@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+use super::error::MeshError;
 use super::metrics::{MeshMetrics, PeerLabel};
 use super::proto::{self, mesh_client};
 use super::table::{MirrorTable, Outcome, PendingWrite, StateUpdate, Version};
@@ -117,7 +118,7 @@ async fn session(
     interest: &mut watch::Receiver<Vec<String>>,
     mirrors: &Mirrors,
     live: &Liveness,
-) -> anyhow::Result<()> {
+) -> Result<(), MeshError> {
     let mut ep = Endpoint::from_shared(endpoint.to_owned())?
         .connect_timeout(cfg.heartbeat_timeout.min(Duration::from_secs(2)))
         .tcp_nodelay(true)
@@ -135,22 +136,24 @@ async fn session(
         extensions: exts,
     };
     let first = interest.borrow_and_update().clone();
-    tx.send(sub(first)).await?;
+    tx.send(sub(first)).await.map_err(|_| MeshError::Closed)?;
     let mut inbound = client.subscribe(ReceiverStream::new(rx)).await?.into_inner();
     let label = PeerLabel { peer: owner.to_owned() };
     loop {
         tokio::select! {
             msg = tokio::time::timeout(cfg.heartbeat_timeout, inbound.message()) => {
                 let msg = match msg {
-                    Err(_) => anyhow::bail!("nothing from the owner for {:?}", cfg.heartbeat_timeout),
-                    Ok(Err(status)) => anyhow::bail!("{status}"),
-                    Ok(Ok(None)) => anyhow::bail!("the owner ended the stream"),
+                    Err(_) => return Err(MeshError::Silent(cfg.heartbeat_timeout)),
+                    Ok(Err(status)) => return Err(status.into()),
+                    Ok(Ok(None)) => return Err(MeshError::Ended),
                     Ok(Ok(Some(m))) => m,
                 };
                 live.heard();
                 match msg.kind {
                     Some(proto::owner_message::Kind::Snapshot(s)) => {
-                        anyhow::ensure!(s.owner == owner, "answered by node {:?}, expected {owner:?}", s.owner);
+                        if s.owner != owner {
+                            return Err(MeshError::WrongOwner { answered: s.owner, expected: owner.to_owned() });
+                        }
                         mirrors.apply(owner, &s.states, false);
                         if !live.fresh.swap(true, Ordering::Relaxed) {
                             mirrors.metrics.peers_up.inc();
@@ -165,7 +168,7 @@ async fn session(
             changed = interest.changed() => {
                 if changed.is_err() { return Ok(()) }
                 let exts = interest.borrow_and_update().clone();
-                tx.send(sub(exts)).await?;
+                tx.send(sub(exts)).await.map_err(|_| MeshError::Closed)?;
             }
         }
     }
