@@ -123,13 +123,18 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
             })
             .await;
         }
-        // The controller's own probes and metrics.
-        let (code, _) = ag::get(http, "/readyz");
-        assert_eq!(code, 200);
-        let (code, body) = ag::get(http, "/metrics");
-        assert_eq!(code, 200);
+        // The controller's own probes and metrics (recorded when the pass that wrote the
+        // statuses above finishes).
+        eventually("/readyz and nodes_ready", Duration::from_secs(10), || async move {
+            let (code, body) = ag::get(http, "/metrics");
+            let ready = ag::get(http, "/readyz").0 == 200;
+            ready
+                && code == 200
+                && ag::value(&ag::parse_metrics(&body), "asterisk_operator_nodes_ready") == 2.0
+        })
+        .await;
+        let (_, body) = ag::get(http, "/metrics");
         let m = ag::parse_metrics(&body);
-        assert_eq!(ag::value(&m, "asterisk_operator_nodes_ready"), 2.0, "{body}");
         assert!(ag::value(&m, r#"asterisk_operator_bundles_pushed_total{result="ok"}"#) >= 2.0, "{body}");
         assert!(
             ag::value(&m, r#"asterisk_operator_resources{kind="Phone",result="ready"}"#) >= 4.0,
