@@ -36,6 +36,9 @@ pub enum MeshError {
         /// Who was dialled.
         expected: String,
     },
+    /// The owner was declared lost while its stream stayed up: resubscribe for a snapshot.
+    #[error("the owner was silent past the timeout; resubscribing for a snapshot")]
+    Resync,
     /// The subscription stream to the owner closed.
     #[error("the subscription stream closed")]
     Closed,

@@ -161,6 +161,9 @@ async fn session(
                             tracing::info!(%owner, states = s.states.len(), "mesh: snapshot from owner");
                         }
                     }
+                    // The watchdog declared the owner lost (its mirrors went UNAVAILABLE) while
+                    // this stream stayed up: only a fresh snapshot restores the unchanged ones.
+                    Some(_) | None if !live.fresh.load(Ordering::Relaxed) => return Err(MeshError::Resync),
                     Some(proto::owner_message::Kind::Changes(c)) => mirrors.apply(owner, &c.states, true),
                     Some(proto::owner_message::Kind::Heartbeat(_)) | None => {}
                 }
