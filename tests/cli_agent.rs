@@ -1,16 +1,13 @@
 //! The `agent` process as systemd or the kubelet runs it: SIGTERM stops it promptly, even while
 //! a client keeps its gRPC connection open.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use asterisk_operator::agent::proto::StatusRequest;
 use asterisk_operator::agent::{ClientOptions, connect};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod support;
 
 #[test]
 fn sigterm_stops_the_agent_even_with_a_client_connected() {
@@ -18,7 +15,9 @@ fn sigterm_stops_the_agent_even_with_a_client_connected() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::fs::write(dir.join("ami-secret"), "AgentAmiSecret0\n").unwrap();
-    let (grpc, http) = (free_port(), free_port());
+    // Its own loopback address, so no outgoing connection can take the ports first.
+    let addr = support::asterisk::fresh_address();
+    let (grpc, http) = (format!("{addr}:7443"), format!("{addr}:9090"));
     // No Asterisk: the agent keeps retrying AMI, and still serves and stops cleanly.
     let mut agent = Command::new(env!("CARGO_BIN_EXE_asterisk-operator"))
         .args(["agent", "--node", "office-a", "--insecure", "--ami-user", "x", "--ami-addr", "127.0.0.1:9"])
@@ -28,7 +27,7 @@ fn sigterm_stops_the_agent_even_with_a_client_connected() {
         .arg(dir.join("etc"))
         .arg("--keys-dir")
         .arg(dir.join("keys"))
-        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+        .args(["--grpc-listen", &grpc, "--http-listen", &http])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -36,7 +35,7 @@ fn sigterm_stops_the_agent_even_with_a_client_connected() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut client = loop {
-        match rt.block_on(connect(&ClientOptions::new(&format!("http://127.0.0.1:{grpc}")))) {
+        match rt.block_on(connect(&ClientOptions::new(&format!("http://{grpc}")))) {
             Ok(c) => break c,
             Err(e) => {
                 assert!(Instant::now() < deadline, "agent never served gRPC: {e}");

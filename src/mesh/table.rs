@@ -262,8 +262,10 @@ impl MirrorTable {
     /// every mirrored state is written again.
     pub fn forget_written(&mut self) {
         for (key, mirror) in &mut self.mirrors {
+            // A write still in flight stays so: it completes (or fails) and is recorded then.
+            // Clearing it would let a second write of the same device race the first, and the
+            // older state could land last.
             mirror.written = None;
-            mirror.in_flight = None;
             self.pending.insert(key.clone());
         }
     }
@@ -326,9 +328,13 @@ impl MirrorTable {
 
     /// Records that `device` now holds `state` in Asterisk.
     pub fn written(&mut self, device: &str, state: DeviceState) {
-        if let Some(m) = self.devices.get(device).and_then(|k| self.mirrors.get_mut(k)) {
+        let Some(key) = self.devices.get(device) else { return };
+        if let Some(m) = self.mirrors.get_mut(key) {
             m.written = Some(state);
             m.in_flight = None;
+            if m.desired != state {
+                self.pending.insert(key.clone());
+            }
         }
     }
 
@@ -543,5 +549,25 @@ mod tests {
         let mut e = ExportTable::new(1);
         e.set_plan(&plan());
         assert_eq!(e.snapshot(["3001"])[0].state, DeviceState::Unavailable);
+    }
+
+    #[test]
+    fn an_ami_reconnect_never_puts_two_writes_of_one_device_in_flight() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        let first = t.take_pending(10);
+        assert_eq!(first.len(), 2, "the initial UNAVAILABLE writes are in flight");
+        t.apply("office-b", &update("4001", DeviceState::InUse, 1, 1));
+        t.forget_written(); // AMI reconnected while those writes were in flight
+        assert!(t.take_pending(10).is_empty(), "no second write while the first is in flight");
+        // The old write lands (late): the newer desired state is written next.
+        t.written("Custom:office-b-4001", DeviceState::Unavailable);
+        assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
+        t.written("Custom:office-b-4002", DeviceState::Unavailable);
+        assert_eq!(
+            t.take_pending(10),
+            vec![("Custom:office-b-4002".into(), DeviceState::Unavailable)],
+            "rewritten after the reconnect"
+        );
     }
 }
