@@ -84,9 +84,14 @@ fn two_offices_runs_on_real_asterisk_and_calls_cross_both_trunks() {
     a.rx("devstate change Custom:office-b-4001 NOT_INUSE");
     a.wait_for("core show hint 4001", WAIT, |o| o.contains("Idle"));
 
-    // The IAX2 trunk comes up: office-b (dynamic) registers, office-a sees the peer reachable.
-    b.wait_for("iax2 show registry", WAIT, |o| o.contains("Registered"));
-    a.wait_for("iax2 show peers", WAIT, |o| o.lines().any(|l| l.starts_with("a-b-iax") && l.contains("OK")));
+    // The IAX2 trunk comes up: office-b (dynamic) registers (its log records the REGACK; its
+    // `iax2 show registry` can already show the next "Request Sent"), and office-a sees the
+    // peer at office-b's address, reachable.
+    b.wait_for_log("Registered IAX2 to", WAIT);
+    let b_at = b.addr.to_string();
+    a.wait_for("iax2 show peers", WAIT, |o| {
+        o.lines().any(|l| l.starts_with("a-b-iax") && l.contains(&b_at) && l.contains("OK"))
+    });
     assert!(b.rx("iax2 show peers").lines().any(|l| l.starts_with("a-b-iax")));
     // The PJSIP fallback trunk registers too.
     b.wait_for("pjsip show registrations", WAIT, |o| {
@@ -142,12 +147,13 @@ fn three_sites_route_branch_to_branch_through_hq() {
     }
     let peers = hq.rx("iax2 show peers");
     assert!(peers.contains("hq-north") && peers.contains("hq-south"), "{peers}");
-    south.wait_for("iax2 show registry", WAIT, |o| o.contains("Registered"));
+    south.wait_for_log("Registered IAX2 to", WAIT);
     north.wait_for("iax2 show peers", WAIT, |o| {
         o.lines().any(|l| l.starts_with("hq-north") && l.contains("OK"))
     });
+    let south_at = south.addr.to_string();
     hq.wait_for("iax2 show peers", WAIT, |o| {
-        o.lines().any(|l| l.starts_with("hq-south") && l.contains("OK"))
+        o.lines().any(|l| l.starts_with("hq-south") && l.contains(&south_at) && l.contains("OK"))
     });
     assert!(north.rx("core show hints").contains("Custom:branch-south-6001"));
 
