@@ -16,7 +16,6 @@ use asterisk_operator::agent::{ClientOptions, bundle_to_proto, connect};
 use asterisk_operator::render;
 use asterisk_operator::topology;
 use support::agent as ag;
-use support::asterisk::Asterisk;
 use support::fleet::{self, on_loopback};
 
 const PHONES: usize = 1000;
@@ -60,11 +59,7 @@ fn main() {
     );
 
     let addr = addrs["office-a"];
-    let ast = Asterisk::builder("office-a")
-        .addr(addr)
-        .operator_main_files()
-        .file("manager.conf", ag::manager_conf(addr))
-        .start();
+    let ast = ag::asterisk_for_agent("office-a", addr);
     let dir = std::env::temp_dir().join(format!("ao-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ami-secret"), ag::AMI_SECRET).unwrap();

@@ -55,12 +55,8 @@ fn boot_empty(set: &ResourceSet, addrs: &BTreeMap<String, std::net::Ipv4Addr>) -
     let mut nodes = BTreeMap::new();
     for node in &set.nodes {
         let name = node.metadata.name.clone().unwrap();
-        let addr = addrs[&name];
-        let a = Asterisk::builder(&name)
-            .addr(addr)
-            .operator_main_files()
-            .file("manager.conf", ag::manager_conf(addr));
-        nodes.insert(name, a.start());
+        let asterisk = ag::asterisk_for_agent(&name, addrs[&name]);
+        nodes.insert(name, asterisk);
     }
     nodes
 }
@@ -203,11 +199,7 @@ fn two_offices_applied_through_two_agents_reload_only_what_changed_and_roll_back
 fn healthz_fails_within_its_timeout_when_asterisk_dies_and_recovers_after_restart() {
     let rt = runtime();
     let addr = support::asterisk::fresh_address();
-    let mut ast = Asterisk::builder("office-h")
-        .addr(addr)
-        .operator_main_files()
-        .file("manager.conf", ag::manager_conf(addr))
-        .start();
+    let mut ast = ag::asterisk_for_agent("office-h", addr);
     let agent = ag::start(&rt, ag::options(&ast));
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(agent.http_addr, "/healthz").0 != 200 {
@@ -256,11 +248,7 @@ fn push_needs_the_token_and_the_command_reports_the_result() {
     let (set, addrs) = on_loopback(fleet::example("two-offices"));
     let bundles = render(&set);
     let addr = addrs["office-a"];
-    let ast = Asterisk::builder("office-a")
-        .addr(addr)
-        .operator_main_files()
-        .file("manager.conf", ag::manager_conf(addr))
-        .start();
+    let ast = ag::asterisk_for_agent("office-a", addr);
     let mut opts = ag::options(&ast);
     opts.token = Some(ag::token());
     let agent = ag::start(&rt, opts);

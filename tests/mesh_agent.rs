@@ -43,9 +43,7 @@ async fn agents_with_the_mesh_mirror_office_b_on_office_a() {
     let mut nodes = BTreeMap::new();
     let mut agents = BTreeMap::new();
     for (name, addr) in &addrs {
-        let manager = ag::manager_conf(*addr);
-        let asterisk =
-            Asterisk::builder(name).addr(*addr).operator_main_files().file("manager.conf", manager).start();
+        let asterisk = ag::asterisk_for_agent(name, *addr);
         let mut opts = ag::options(&asterisk);
         opts.mesh = Some(MeshOptions {
             listen: SocketAddr::from((*addr, MESH_PORT)),

@@ -24,6 +24,12 @@ pub fn manager_conf(addr: Ipv4Addr) -> String {
     )
 }
 
+/// An Asterisk named `name` on `addr` with the operator's main files and the agent's AMI user,
+/// no bundle yet (the agent brings it).
+pub fn asterisk_for_agent(name: &str, addr: Ipv4Addr) -> Asterisk {
+    Asterisk::builder(name).addr(addr).operator_main_files().file("manager.conf", manager_conf(addr)).start()
+}
+
 /// Agent options for `asterisk` with plaintext gRPC and HTTP on free loopback ports.
 pub fn options(asterisk: &Asterisk) -> AgentOptions {
     let mut opts = options_for_addr(&asterisk.name, asterisk.addr);
@@ -125,11 +131,7 @@ pub fn boot_with_agents(
     let mut agents = BTreeMap::new();
     for node in &mut set.nodes {
         let name = node.metadata.name.clone().unwrap();
-        let asterisk = Asterisk::builder(&name)
-            .addr(addrs[&name])
-            .operator_main_files()
-            .file("manager.conf", manager_conf(addrs[&name]))
-            .start();
+        let asterisk = asterisk_for_agent(&name, addrs[&name]);
         let agent = start(rt, options(&asterisk));
         node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
         nodes.insert(name.clone(), asterisk);
