@@ -8,6 +8,12 @@
 //! `DeviceStateChange` and the watcher's `DeviceStateChange` of the mirrored device. Reported:
 //! relay latency p50/p90/p99/max at 10, 100, 1,000 changes/s; the highest sustained rate; the
 //! mesh processes' CPU and RSS; and a 20,000/s, 5 s burst (final states, lag recovery).
+//! Two breakdown columns: owner's `ExtensionStatus` → mirror (where the mesh starts), and one
+//! AMI leg alone (the driver's Setvar written → the owner's `DeviceStateChange`), which the
+//! watcher's own Setvar costs again inside every relay.
+//!
+//! `AO_MESH_BENCH_QUICK=1` stops after the three latency rates; `AO_MESH_BENCH_FLAVOR=multi`
+//! runs the mesh processes on two tokio workers instead of the agent's one thread.
 //!
 //! `cargo bench --bench mesh_relay` (needs the test-bed: `bash testbed/setup.sh`). Not a
 //! criterion bench: one run is minutes of real time against real processes, and the numbers
@@ -24,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use asterisk_operator::ami::events::ExtensionStatus;
 use asterisk_operator::ami::{Action, Decoder, DeviceState, Frame, Session, SessionConfig};
 use asterisk_operator::mesh::{self, MeshConfig, MeshNode, MeshTls, PeerAuth};
 use asterisk_operator::render::{MeshExport, MeshImport, MeshPlan, MeshSource};
@@ -54,7 +61,12 @@ struct ChildConfig {
 /// its metrics and `END`; exits on EOF.
 fn child(json: &str) {
     let cfg: ChildConfig = serde_json::from_str(json).expect("child config");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // One thread, like the agent (src/main.rs); `AO_MESH_BENCH_FLAVOR=multi` compares two workers.
+    let rt = match std::env::var("AO_MESH_BENCH_FLAVOR").as_deref() {
+        Ok("multi") => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .unwrap();
     rt.block_on(async move {
         let mut ami = SessionConfig::new(cfg.ami.clone(), "admin", SecretValue::new("secret"));
         ami.backoff_max = Duration::from_millis(500);
@@ -198,6 +210,17 @@ type Seen = (u32, u8, Instant);
 
 /// Records every DeviceStateChange of devices `<prefix><ext>`, time-stamped at arrival.
 async fn observe(addr: SocketAddr, prefix: &'static str, log: Arc<Mutex<Vec<Seen>>>) {
+    observe_with_hints(addr, prefix, log, None).await
+}
+
+/// Like [`observe`], also recording the owner's `ExtensionStatus` of every hint in `hints`:
+/// the moment Asterisk finished its own hint processing, where the mesh's owner starts.
+async fn observe_with_hints(
+    addr: SocketAddr,
+    prefix: &'static str,
+    log: Arc<Mutex<Vec<Seen>>>,
+    hints: Option<Arc<Mutex<Vec<Seen>>>>,
+) {
     let (mut rd, _wr, mut dec) = raw_login(addr, "on").await;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -210,6 +233,17 @@ async fn observe(addr: SocketAddr, prefix: &'static str, log: Arc<Mutex<Vec<Seen
         let mut log = log.lock().unwrap();
         while let Some(f) = dec.next_frame() {
             let Ok(Frame::Message(m)) = f else { continue };
+            if m.event_name() == Some("ExtensionStatus")
+                && let Some(hints) = &hints
+            {
+                if let Ok(es) = ExtensionStatus::from_message(m)
+                    && let Ok(ext) = es.exten.parse::<u32>()
+                    && let Some(idx) = STATES.iter().position(|s| *s == es.status.to_device_state())
+                {
+                    hints.lock().unwrap().push((ext, idx as u8, now));
+                }
+                continue;
+            }
             if m.event_name() != Some("DeviceStateChange") {
                 continue;
             }
@@ -224,7 +258,13 @@ async fn observe(addr: SocketAddr, prefix: &'static str, log: Arc<Mutex<Vec<Seen
 
 /// The driver: Setvars in order on one connection, paced to `rate`/s for `secs`, continuing
 /// the global change counter `k` (so consecutive changes of an extension always differ).
-async fn drive(addr: SocketAddr, rate: f64, secs: f64, k: &mut u64) -> (u64, Duration) {
+async fn drive(
+    addr: SocketAddr,
+    rate: f64,
+    secs: f64,
+    k: &mut u64,
+    mut sends: Option<&mut Vec<Seen>>,
+) -> (u64, Duration) {
     let (mut rd, mut wr, _) = raw_login(addr, "off").await;
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 1 << 16];
@@ -239,6 +279,7 @@ async fn drive(addr: SocketAddr, rate: f64, secs: f64, k: &mut u64) -> (u64, Dur
         tick.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(total);
         out.clear();
+        let first = *k;
         while sent < due {
             let (ext, state) = change(*k);
             *k += 1;
@@ -252,6 +293,14 @@ async fn drive(addr: SocketAddr, rate: f64, secs: f64, k: &mut u64) -> (u64, Dur
         }
         if !out.is_empty() {
             wr.write_all(&out).await.unwrap();
+            if let Some(log) = sends.as_deref_mut() {
+                let now = Instant::now();
+                for j in first..*k {
+                    let (ext, state) = change(j);
+                    let idx = STATES.iter().position(|s| *s == state).unwrap_or(0);
+                    log.push((ext, idx as u8, now));
+                }
+            }
         }
     }
     let took = start.elapsed();
@@ -310,6 +359,7 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 struct Bench {
     owner_addr: SocketAddr,
     owner_log: Arc<Mutex<Vec<Seen>>>,
+    hint_log: Arc<Mutex<Vec<Seen>>>,
     watcher_log: Arc<Mutex<Vec<Seen>>>,
     k: u64,
 }
@@ -321,20 +371,31 @@ struct Phase {
     owner_events: usize,
     watcher_events: usize,
     lat: Vec<f64>,
+    /// Owner's ExtensionStatus (hint processed by Asterisk) → watcher's DeviceStateChange, µs.
+    hop: Vec<f64>,
+    /// One AMI leg: the driver's Setvar written → the owner's DeviceStateChange, µs.
+    leg: Vec<f64>,
     coalesced: usize,
 }
 
 impl Bench {
     async fn phase(&mut self, rate: f64, secs: f64, settle: Duration) -> Phase {
         self.owner_log.lock().unwrap().clear();
+        self.hint_log.lock().unwrap().clear();
         self.watcher_log.lock().unwrap().clear();
-        let (sent, took) = drive(self.owner_addr, rate, secs, &mut self.k).await;
+        let mut sends = Vec::new();
+        let (sent, took) = drive(self.owner_addr, rate, secs, &mut self.k, Some(&mut sends)).await;
         tokio::time::sleep(settle).await;
         let owner = std::mem::take(&mut *self.owner_log.lock().unwrap());
         let watcher = std::mem::take(&mut *self.watcher_log.lock().unwrap());
+        let hints = std::mem::take(&mut *self.hint_log.lock().unwrap());
         let (pairs, coalesced) = matched(&owner, &watcher);
         let mut lat: Vec<f64> = pairs.iter().map(|p| p.1).collect();
         lat.sort_by(f64::total_cmp);
+        let mut hop: Vec<f64> = matched(&hints, &watcher).0.iter().map(|p| p.1).collect();
+        hop.sort_by(f64::total_cmp);
+        let mut leg: Vec<f64> = matched(&sends, &owner).0.iter().map(|p| p.1).collect();
+        leg.sort_by(f64::total_cmp);
         Phase {
             offered: rate,
             sent,
@@ -342,6 +403,8 @@ impl Bench {
             owner_events: owner.len(),
             watcher_events: watcher.len(),
             lat,
+            hop,
+            leg,
             coalesced,
         }
     }
@@ -436,8 +499,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let owner_log = Arc::new(Mutex::new(Vec::new()));
+        let hint_log = Arc::new(Mutex::new(Vec::new()));
         let watcher_log = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(observe(b.ami_addr(), "Custom:drive-", owner_log.clone()));
+        tokio::spawn(observe_with_hints(b.ami_addr(), "Custom:drive-", owner_log.clone(), Some(hint_log.clone())));
         tokio::spawn(observe(a.ami_addr(), "Custom:office-b-", watcher_log.clone()));
         // Wait for the watcher's snapshot (every mirror written once).
         let start = Instant::now();
@@ -445,7 +509,7 @@ fn main() {
             assert!(start.elapsed() < Duration::from_secs(20), "the mesh never came up");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut bench = Bench { owner_addr: b.ami_addr(), owner_log, watcher_log, k: 0 };
+        let mut bench = Bench { owner_addr: b.ami_addr(), owner_log, hint_log, watcher_log, k: 0 };
         // Warm-up: every extension leaves its initial state once.
         bench.phase(2000.0, 1.0, Duration::from_millis(500)).await;
         if !full {
@@ -459,11 +523,11 @@ fn main() {
         }
 
         println!("\n## Relay latency (owner DeviceStateChange → watcher DeviceStateChange), {N} extensions\n");
-        println!("| offered/s | sent | owner events | watcher events | coalesced | p50 µs | p90 µs | p99 µs | max µs |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| offered/s | sent | owner events | watcher events | coalesced | p50 µs | p90 µs | p99 µs | max µs | hint→mirror p50 µs | p99 µs | AMI leg p50 µs | p99 µs |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let row = |p: &Phase| {
             println!(
-                "| {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 p.offered,
                 p.sent,
                 p.owner_events,
@@ -472,11 +536,19 @@ fn main() {
                 pct(&p.lat, 0.5),
                 pct(&p.lat, 0.9),
                 pct(&p.lat, 0.99),
-                p.lat.last().copied().unwrap_or(f64::NAN)
+                p.lat.last().copied().unwrap_or(f64::NAN),
+                pct(&p.hop, 0.5),
+                pct(&p.hop, 0.99),
+                pct(&p.leg, 0.5),
+                pct(&p.leg, 0.99),
             )
         };
         for (rate, secs) in [(10.0, 20.0), (100.0, 10.0)] {
             row(&bench.phase(rate, secs, Duration::from_millis(500)).await);
+        }
+        if std::env::var("AO_MESH_BENCH_QUICK").is_ok() {
+            row(&bench.phase(1000.0, 10.0, Duration::from_millis(500)).await);
+            return;
         }
         // 1,000/s with the mesh processes' CPU and memory.
         let (cpu_o0, _, _) = owner.usage();
@@ -534,7 +606,7 @@ fn main() {
         let burst_start = Instant::now();
         let mut k = bench.k;
         let driver = tokio::spawn(async move {
-            let r = drive(b_ami, 20000.0, 5.0, &mut k).await;
+            let r = drive(b_ami, 20000.0, 5.0, &mut k, None).await;
             (r, k)
         });
         if std::env::var("AO_MESH_BENCH_TRACE").is_ok() {
@@ -566,7 +638,7 @@ fn main() {
             pc(3)
         ));
         let peak = (owner.usage().2, watcher.usage().2);
-        drive(b.ami_addr(), 100.0, 3.0, &mut k).await;
+        drive(b.ami_addr(), 100.0, 3.0, &mut k, None).await;
         bench.k = k;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let owner_events = std::mem::take(&mut *bench.owner_log.lock().unwrap());
