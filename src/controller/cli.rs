@@ -118,6 +118,7 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
                     .unwrap_or_else(|_| format!("controller-{}", std::process::id())),
                 duration: Duration::from_secs(15),
             }),
+            managed: super::managed::ManagedSettings::default(),
         };
         kube_mode::run(client, opts, &metrics, crate::agent::cli::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
