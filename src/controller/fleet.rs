@@ -183,18 +183,8 @@ impl FleetReconciler {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();
         for (namespace, fleet) in fleets {
-            let managed: BTreeMap<String, ConditionUpdate> = self
-                .managed
-                .iter()
-                .filter(|((ns, _), _)| ns == namespace)
-                .map(|((_, node), t)| (node.clone(), t.condition.clone()))
-                .collect();
-            let outcomes: BTreeMap<String, NodeOutcome> = self
-                .pushes
-                .iter()
-                .filter(|((ns, _), _)| ns == namespace)
-                .map(|((_, node), p)| (node.clone(), p.outcome.clone()))
-                .collect();
+            let managed = of_namespace(&self.managed, namespace, |t| t.condition.clone());
+            let outcomes = of_namespace(&self.pushes, namespace, |p| p.outcome.clone());
             statuses.extend(fleet_status(
                 &fleet.resources,
                 &fleet.resolution,
@@ -209,6 +199,15 @@ impl FleetReconciler {
         self.statuses = statuses;
         report
     }
+}
+
+/// The entries of `map` in `namespace`, by node, through `f`.
+fn of_namespace<V, T>(
+    map: &BTreeMap<(String, String), V>,
+    namespace: &str,
+    f: impl Fn(&V) -> T,
+) -> BTreeMap<String, T> {
+    map.iter().filter(|((ns, _), _)| ns == namespace).map(|((_, node), v)| (node.clone(), f(v))).collect()
 }
 
 fn short(hash: &str) -> &str {
