@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod ami;
+pub mod bootstrap;
 pub mod controller;
 pub mod crd;
 pub mod manifest;

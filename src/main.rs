@@ -43,6 +43,8 @@ enum Command {
     Controller(asterisk_operator::controller::cli::ControllerArgs),
     /// Run beside one Asterisk: apply bundles over gRPC, serve /healthz, /readyz and /metrics.
     Agent(Box<AgentArgs>),
+    /// Write a managed node's base Asterisk configuration (the init container of its pod).
+    Bootstrap(asterisk_operator::bootstrap::BootstrapArgs),
     /// Send one rendered node folder to an agent and print what it did (exit 1 on failure).
     Push(PushArgs),
 }
@@ -86,6 +88,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => {
             agent_cli::init_logging(&args.log_format);
             Ok(agent_cli::run_agent(*args).await?)
+        }
+        Command::Bootstrap(args) => {
+            let report = asterisk_operator::bootstrap::write(&args)?;
+            println!("{}", report.summary(&args.config_dir));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Push(args) => Ok(agent_cli::run_push(args).await?),
         Command::Render { files, out, strict } => {

@@ -10,11 +10,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use asterisk_operator::agent::proto::{ApplyResult, StatusRequest};
-use asterisk_operator::agent::{AgentClient, ClientOptions, RunningAgent, bundle_to_proto, connect};
+use asterisk_operator::agent::proto::StatusRequest;
+use asterisk_operator::agent::{RunningAgent, bundle_to_proto};
 use asterisk_operator::render::{self, Bundle, PJSIP_FILE};
 use asterisk_operator::topology::{self, ResourceSet};
-use support::agent::{self as ag, get, parse_metrics, value};
+use support::agent::{self as ag, apply, client, get, parse_metrics, value};
 use support::asterisk::Asterisk;
 use support::fleet::{self, on_loopback};
 
@@ -26,14 +26,6 @@ fn render(set: &ResourceSet) -> BTreeMap<String, Bundle> {
     let resolution = topology::resolve(set);
     assert_eq!(resolution.errors, vec![]);
     render::render_all(&resolution.topology)
-}
-
-fn client(rt: &tokio::runtime::Runtime, agent: &RunningAgent) -> AgentClient {
-    rt.block_on(connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr)))).unwrap()
-}
-
-fn apply(rt: &tokio::runtime::Runtime, c: &mut AgentClient, b: &Bundle) -> ApplyResult {
-    rt.block_on(c.apply(bundle_to_proto(b))).expect("Apply answers").into_inner()
 }
 
 fn metrics(agent: &RunningAgent) -> BTreeMap<String, f64> {

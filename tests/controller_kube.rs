@@ -5,52 +5,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use asterisk_operator::controller::fleet::AgentAccess;
 use asterisk_operator::controller::kube::{KubeOptions, LeaseSettings, run};
 use asterisk_operator::controller::metrics::{ControllerMetrics, serve};
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use support::agent as ag;
-use support::apiserver::{ApiServer, install_crds};
+use support::apiserver::{ApiServer, condition, create, eventually, install_crds};
 use support::fleet::{self, on_loopback};
-
-async fn create<K>(client: &Client, mut r: K)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    r.meta_mut().namespace = Some("default".into());
-    let api: Api<K> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &r)
-        .await
-        .unwrap_or_else(|e| panic!("create {:?}: {e}", r.meta().name));
-}
-
-/// Polls `check` until it returns true, for up to `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn condition<'a>(
-    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    t: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    conditions.iter().find(|c| c.type_ == t)
-}
 
 #[test]
 fn controller_reconciles_the_fleet_from_a_real_api_server() {
@@ -92,6 +57,7 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
                 identity: "test".into(),
                 duration: Duration::from_secs(15),
             }),
+            managed: Default::default(),
         };
         let metrics = std::sync::Arc::new(ControllerMetrics::default());
         let (http, _task) =

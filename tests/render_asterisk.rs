@@ -40,13 +40,7 @@ fn complaints(asterisk: &Asterisk) -> Vec<String> {
         // res_pjsip_pubsub is still loading. Timing, not configuration.
         "registered during operation. Enable PJSIP_SAFE_MODULE",
     ];
-    asterisk
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARNING[") || l.contains("ERROR["))
-        .filter(|l| !EXPECTED.iter().any(|e| l.contains(e)))
-        .map(str::to_owned)
-        .collect()
+    asterisk.problems_except(&EXPECTED)
 }
 
 const WAIT: Duration = Duration::from_secs(20);

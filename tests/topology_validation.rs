@@ -395,3 +395,43 @@ spec: {node: office-a, extension: "3006", codecs: ["ulaw\nallow=all"]}
     }
     base_still_works(&res);
 }
+
+#[test]
+fn managed_node_names_leave_room_for_kubernetes_labels_and_get_their_pod_endpoint() {
+    let managed = |name: &str| {
+        format!(
+            r#"
+apiVersion: asterisk.operator.dev/v1alpha1
+kind: AsteriskNode
+metadata: {{name: {name}}}
+spec: {{numbering: {{prefixes: ["5"], length: 4}}, managed: {{image: "asterisk:22"}}}}
+---
+apiVersion: asterisk.operator.dev/v1alpha1
+kind: Trunk
+metadata: {{name: a-m}}
+spec: {{protocol: iax2, ends: [office-a, {name}]}}
+"#
+        )
+    };
+    let long = "m".repeat(44);
+    let res = resolve_with(&managed(&long));
+    // The trunk to the invalid node goes too, with its own error.
+    assert!(res.errors.iter().any(|e| e.object.kind == Kind::Trunk), "{:#?}", res.errors);
+    let node_errors: Vec<_> = res.errors.iter().filter(|e| e.object.kind == Kind::AsteriskNode).collect();
+    assert_eq!(node_errors.len(), 1, "{node_errors:#?}");
+    let e = node_errors[0];
+    assert_eq!((e.field.as_str(), e.reason), ("metadata.name", Reason::InvalidField));
+    assert!(e.problem.contains("44 characters") && e.fix.contains("43"), "{e}");
+    base_still_works(&res);
+
+    let fits = "m".repeat(43);
+    let res = resolve_with(&managed(&fits));
+    assert_eq!(res.errors, vec![]);
+    let node = &res.topology.nodes[&fits];
+    assert!(node.managed);
+    assert_eq!(
+        node.agent_endpoint.as_deref(),
+        Some(format!("https://asterisk-{fits}-0.asterisk-{fits}.default.svc:7443").as_str()),
+        "pushed to pod 0 under the headless Service"
+    );
+}

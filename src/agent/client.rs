@@ -26,6 +26,9 @@ pub struct ClientOptions {
     pub token: Option<SecretValue>,
     /// CA that signed the agent's certificate (PEM file).
     pub tls_ca: Option<PathBuf>,
+    /// The same as PEM text: a CA, or the agent's own self-signed certificate to pin (what the
+    /// controller does for managed nodes). Used with or instead of `tls_ca`.
+    pub tls_ca_pem: Option<String>,
     /// Client certificate and key for mTLS (PEM files).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -42,6 +45,7 @@ impl ClientOptions {
             url: url.to_owned(),
             token: None,
             tls_ca: None,
+            tls_ca_pem: None,
             tls_cert: None,
             tls_key: None,
             tls_domain: None,
@@ -77,6 +81,9 @@ pub async fn connect(opts: &ClientOptions) -> Result<AgentClient, AgentError> {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.tls_ca {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let Some(pem) = &opts.tls_ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         match (&opts.tls_cert, &opts.tls_key) {
             (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),

@@ -81,8 +81,10 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
     let agents = AgentAccess {
         token: args.agent_token_file.as_deref().map(read_secret_file).transpose()?,
         tls_ca: args.agent_ca.clone(),
+        tls_ca_pem: None,
         tls_cert: args.agent_cert.clone(),
         tls_key: args.agent_key.clone(),
+        tls_domain: None,
         timeout: None,
     };
     let interval = Duration::from_secs_f64(args.interval);
@@ -116,6 +118,7 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
                     .unwrap_or_else(|_| format!("controller-{}", std::process::id())),
                 duration: Duration::from_secs(15),
             }),
+            managed: super::managed::ManagedSettings::default(),
         };
         kube_mode::run(client, opts, &metrics, crate::agent::cli::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);

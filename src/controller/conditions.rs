@@ -19,6 +19,8 @@ pub mod types {
     pub const AGENT_CONNECTED: &str = "AgentConnected";
     /// Every target of a BLF subscription is mirrored where it is watched.
     pub const MIRRORED: &str = "Mirrored";
+    /// A managed node's StatefulSet, Service and Secret exist and its pod is ready.
+    pub const MANAGED: &str = "Managed";
     /// Every other node's numbers are routable from this node.
     pub const ROUTED: &str = "Routed";
 }

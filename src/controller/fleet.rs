@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::task::JoinSet;
 
+use super::conditions::ConditionUpdate;
+use super::managed;
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
 use crate::agent::client::{ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
@@ -25,12 +27,26 @@ pub struct AgentAccess {
     pub token: Option<SecretValue>,
     /// CA that signed the agents' certificates.
     pub tls_ca: Option<PathBuf>,
+    /// A CA or the agent's own certificate as PEM text (managed nodes pin their agent's).
+    pub tls_ca_pem: Option<String>,
     /// Client certificate for mTLS.
     pub tls_cert: Option<PathBuf>,
     /// Client key for mTLS.
     pub tls_key: Option<PathBuf>,
+    /// Name to check the agent's certificate against, if not the endpoint's host.
+    pub tls_domain: Option<String>,
     /// Per-call timeout.
     pub timeout: Option<Duration>,
+}
+
+/// What the API-server mode could do this pass for one managed node (`spec.managed`).
+#[derive(Clone, Debug)]
+pub struct ManagedTarget {
+    /// The node's `Managed` condition.
+    pub condition: ConditionUpdate,
+    /// How to reach its agent at the node's endpoint; `None`: its pod cannot be reached now
+    /// (the condition says why), so nothing is pushed.
+    pub access: Option<AgentAccess>,
 }
 
 /// Per-node push bookkeeping.
@@ -62,6 +78,9 @@ pub struct FleetReconciler {
     agents: AgentAccess,
     pushes: BTreeMap<(String, String), NodePush>,
     statuses: BTreeMap<ObjectRef, ResourceStatus>,
+    /// Managed nodes by (namespace, node); a managed node without an entry has no cluster to
+    /// run in (`--manifests` mode).
+    managed: BTreeMap<(String, String), ManagedTarget>,
 }
 
 impl FleetReconciler {
@@ -73,6 +92,23 @@ impl FleetReconciler {
     /// The statuses computed by the last reconcile.
     pub fn statuses(&self) -> &BTreeMap<ObjectRef, ResourceStatus> {
         &self.statuses
+    }
+
+    /// Sets what each managed node's workload allows this pass (the API-server mode calls it
+    /// before [`Self::reconcile`]). A node whose pod just became reachable is pushed at once
+    /// instead of waiting out the backoff its earlier failures earned.
+    pub fn set_managed(&mut self, targets: BTreeMap<(String, String), ManagedTarget>) {
+        for (key, target) in &targets {
+            let was_ready = self.managed.get(key).is_some_and(|t| t.access.is_some() && t.condition.status);
+            if target.access.is_some()
+                && target.condition.status
+                && !was_ready
+                && let Some(p) = self.pushes.get_mut(key)
+            {
+                p.next_try = Instant::now();
+            }
+        }
+        self.managed = targets;
     }
 
     /// Has `node`'s agent applied exactly `hash`?
@@ -102,16 +138,24 @@ impl FleetReconciler {
                 if !due {
                     continue;
                 }
-                let endpoint =
-                    fleet.resolution.topology.nodes.get(node).and_then(|n| n.agent_endpoint.clone());
-                let access = self.agents.clone();
+                let target = fleet.resolution.topology.nodes.get(node);
+                let endpoint = target.and_then(|n| n.agent_endpoint.clone());
+                let access = match target.is_some_and(|n| n.managed) {
+                    false => Ok(self.agents.clone()),
+                    true => match self.managed.get(&key) {
+                        Some(ManagedTarget { access: Some(access), .. }) => Ok(access.clone()),
+                        Some(ManagedTarget { condition, .. }) => Err(condition.message.clone()),
+                        None => Err(managed::needs_cluster().message),
+                    },
+                };
                 let bundle = bundle.clone();
                 tasks.spawn(async move {
-                    let outcome = match endpoint {
-                        None => NodeOutcome::NoAgent(
+                    let outcome = match (endpoint, access) {
+                        (_, Err(why)) => NodeOutcome::NoAgent(why),
+                        (None, _) => NodeOutcome::NoAgent(
                             "the node has no spec.agent.endpoint the controller can push to".into(),
                         ),
-                        Some(url) => push(&url, &access, &bundle).await,
+                        (Some(url), Ok(access)) => push(&url, &access, &bundle).await,
                     };
                     (key, bundle.hash, outcome)
                 });
@@ -139,17 +183,14 @@ impl FleetReconciler {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();
         for (namespace, fleet) in fleets {
-            let outcomes: BTreeMap<String, NodeOutcome> = self
-                .pushes
-                .iter()
-                .filter(|((ns, _), _)| ns == namespace)
-                .map(|((_, node), p)| (node.clone(), p.outcome.clone()))
-                .collect();
+            let managed = of_namespace(&self.managed, namespace, |t| t.condition.clone());
+            let outcomes = of_namespace(&self.pushes, namespace, |p| p.outcome.clone());
             statuses.extend(fleet_status(
                 &fleet.resources,
                 &fleet.resolution,
                 &fleet.bundles,
                 &outcomes,
+                &managed,
                 &self.statuses,
                 &now,
             ));
@@ -158,6 +199,15 @@ impl FleetReconciler {
         self.statuses = statuses;
         report
     }
+}
+
+/// The entries of `map` in `namespace`, by node, through `f`.
+fn of_namespace<V, T>(
+    map: &BTreeMap<(String, String), V>,
+    namespace: &str,
+    f: impl Fn(&V) -> T,
+) -> BTreeMap<String, T> {
+    map.iter().filter(|((ns, _), _)| ns == namespace).map(|((_, node), v)| (node.clone(), f(v))).collect()
 }
 
 fn short(hash: &str) -> &str {
@@ -178,6 +228,8 @@ async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
     let mut opts = ClientOptions::new(url);
     opts.token = access.token.clone();
     opts.tls_ca = access.tls_ca.clone();
+    opts.tls_ca_pem = access.tls_ca_pem.clone();
+    opts.tls_domain = access.tls_domain.clone();
     opts.tls_cert = access.tls_cert.clone();
     opts.tls_key = access.tls_key.clone();
     if let Some(t) = access.timeout {

@@ -6,6 +6,11 @@
 //! A server without the core API (such as a bare apiextensions-apiserver) has no Secrets: the
 //! controller says so once and then keeps secrets in `--secrets-file`, or, without one, reports
 //! every resource that needs a secret as `MissingSecret` naming the cause.
+//!
+//! Nodes with `spec.managed` get their Secret (created once), headless Service and StatefulSet
+//! ([`super::managed`]) by server-side apply before the bundles are pushed. Without the APIs
+//! those need, such a node reports `Managed=False`, `WorkloadAPIUnavailable`, naming what is
+//! missing; the rest of the fleet reconciles as usual.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -24,9 +30,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::conditions::{ConditionUpdate, types};
 use super::events::{Notice, notices};
-use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::fleet::{AgentAccess, FleetReconciler, ManagedTarget, ReconcileReport};
 use super::leader::{Leadership, LeaseLock};
+use super::managed::{self, ManagedSettings, NodeCredentials};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
 use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
@@ -55,6 +63,8 @@ pub struct KubeOptions {
     pub debounce: Duration,
     /// Leader election: only the holder of this Lease reconciles.
     pub lease: Option<LeaseSettings>,
+    /// What shapes the workloads of managed nodes.
+    pub managed: ManagedSettings,
 }
 
 /// The leader-election Lease.
@@ -177,6 +187,7 @@ pub async fn run(
     // Renew well inside the lease duration.
     let tick = opts.lease.as_ref().map_or(opts.resync, |l| opts.resync.min(l.duration / 3));
     let mut leading = false;
+    let mut workloads = Workloads::default();
     tokio::pin!(shutdown);
     loop {
         let leadership = match &mut lock {
@@ -196,7 +207,7 @@ pub async fn run(
             }
             leading = true;
             let started = std::time::Instant::now();
-            let report = reconcile(&client, &stores, &opts, &mut fleet, &mut events).await;
+            let report = reconcile(&client, &stores, &opts, &mut fleet, &mut events, &mut workloads).await;
             metrics.observe(&report, fleet.statuses(), started.elapsed());
         }
         tokio::select! {
@@ -218,6 +229,7 @@ async fn reconcile(
     opts: &KubeOptions,
     fleet: &mut FleetReconciler,
     events: &mut Events,
+    workloads: &mut Workloads,
 ) -> ReconcileReport {
     // Group by namespace (a fleet is one namespace).
     let mut grouped: BTreeMap<String, ResourceSet> = BTreeMap::new();
@@ -241,6 +253,8 @@ async fn reconcile(
         let bundles = render::render_all(&resolution.topology);
         fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
     }
+    let targets = workloads.reconcile(client, stores.secrets.as_ref(), &fleets, opts).await;
+    fleet.set_managed(targets);
     let before = fleet.statuses().clone();
     let report = fleet.reconcile(&fleets).await;
     for e in &report.errors {
@@ -482,6 +496,280 @@ async fn patch_if_changed<K, S>(
     }
 }
 
+/// APIs a managed node needs, as named in its condition.
+const SECRETS_API: &str = "v1 Secrets";
+const SERVICES_API: &str = "v1 Services";
+const STATEFULSETS_API: &str = "apps/v1 StatefulSets";
+
+/// Re-apply an unchanged workload this often anyway, undoing hand edits of owned fields.
+const REAPPLY: Duration = Duration::from_secs(600);
+/// While workload APIs are missing, ask the server again this often.
+const REDISCOVER: Duration = Duration::from_secs(60);
+
+/// The managed nodes' workloads across passes: which APIs the server serves, and what was
+/// last applied for each node (so an unchanged workload costs one GET, not two patches).
+#[derive(Debug, Default)]
+struct Workloads {
+    /// APIs found missing by the last discovery (empty: all served); `None`: not asked yet.
+    missing: Option<Vec<String>>,
+    discovered: Option<std::time::Instant>,
+    /// (namespace, node) → hash of the Service and StatefulSet applied, and when.
+    applied: BTreeMap<(String, String), (String, std::time::Instant)>,
+}
+
+impl Workloads {
+    /// The APIs managed nodes need that the server does not serve (asked again after
+    /// [`REDISCOVER`] while some are missing); says so once in the log when that changes.
+    async fn missing_apis(&mut self, client: &Client, secrets_watched: bool) -> Vec<String> {
+        let due = match (&self.missing, self.discovered) {
+            (Some(m), _) if m.is_empty() => false,
+            (Some(_), Some(at)) => at.elapsed() >= REDISCOVER,
+            _ => true,
+        };
+        if due {
+            let found = discover(client).await;
+            let before = self.missing.replace(found.clone());
+            self.discovered = Some(std::time::Instant::now());
+            if before.as_ref() != Some(&found) {
+                match found.is_empty() {
+                    true => tracing::info!("the API server serves what managed nodes need"),
+                    false => tracing::warn!(
+                        missing = %found.join(", "),
+                        "the API server does not serve what managed nodes need: they get Managed=False (WorkloadAPIUnavailable); the other nodes reconcile as usual"
+                    ),
+                }
+            }
+        }
+        let mut missing = self.missing.clone().unwrap_or_default();
+        if !secrets_watched && !missing.iter().any(|m| m.starts_with(SECRETS_API)) {
+            // Served now, but not when the controller started (no Secret reflector).
+            missing.push(format!("{SECRETS_API} (not served when the controller started; restart it)"));
+        }
+        missing
+    }
+
+    /// A request answered 404 for `api`: it is gone; discover again next pass.
+    fn lost(&mut self, api: &str) {
+        tracing::warn!(api, "the API server answered 404 for a workload API managed nodes need");
+        self.missing = Some(vec![api.to_owned()]);
+        self.discovered = None;
+    }
+
+    /// Applies the workload of every managed node of `fleets` and says, per node, how the
+    /// controller can reach its agent (or why not).
+    async fn reconcile(
+        &mut self,
+        client: &Client,
+        secrets: Option<&Store<Secret>>,
+        fleets: &BTreeMap<String, LoadedFleet>,
+        opts: &KubeOptions,
+    ) -> BTreeMap<(String, String), ManagedTarget> {
+        let mut targets = BTreeMap::new();
+        let managed_nodes: Vec<(&String, &AsteriskNode, bool)> = fleets
+            .iter()
+            .flat_map(|(ns, f)| {
+                f.resources
+                    .nodes
+                    .iter()
+                    .filter(|n| n.spec.managed.is_some())
+                    .map(move |n| (ns, n, f.resolution.topology.nodes.contains_key(&n.name_any())))
+            })
+            .collect();
+        self.applied
+            .retain(|key, _| managed_nodes.iter().any(|(ns, n, _)| key.0 == **ns && key.1 == n.name_any()));
+        if managed_nodes.is_empty() {
+            return targets;
+        }
+        let missing = self.missing_apis(client, secrets.is_some()).await;
+        for (ns, node, valid) in managed_nodes {
+            let key = (ns.clone(), node.name_any());
+            let target = match (valid, secrets) {
+                (false, _) => unavailable(
+                    "Invalid",
+                    "no StatefulSet is run for an invalid node: see the Valid condition".into(),
+                ),
+                (true, Some(secrets)) if missing.is_empty() => {
+                    self.apply(client, secrets, node, &opts.agents, &opts.managed).await
+                }
+                _ => unavailable("WorkloadAPIUnavailable", unavailable_message(&missing)),
+            };
+            targets.insert(key, target);
+        }
+        targets
+    }
+
+    /// One node: its Secret (created when absent, never updated), then Service and StatefulSet
+    /// by server-side apply; the StatefulSet's status gives the condition.
+    async fn apply(
+        &mut self,
+        client: &Client,
+        secrets: &Store<Secret>,
+        node: &AsteriskNode,
+        agents: &AgentAccess,
+        settings: &ManagedSettings,
+    ) -> ManagedTarget {
+        let ns = node.namespace().unwrap_or_else(|| "default".into());
+        let name = node.name_any();
+        let workload = crate::topology::managed_workload_name(&name);
+        let existing = secrets
+            .state()
+            .into_iter()
+            .find(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == workload);
+        let credentials = match existing {
+            Some(secret) => match NodeCredentials::from_secret(&secret) {
+                Ok(c) => c,
+                Err(e) => return unavailable("SecretIncomplete", e.to_string()),
+            },
+            None => match self.create_secret(client, node, settings).await {
+                Ok(c) => c,
+                Err(target) => return target,
+            },
+        };
+        let built = managed::service(node, settings)
+            .and_then(|svc| Ok((svc, managed::stateful_set(node, settings)?)));
+        let (service, stateful_set) = match built {
+            Ok(objects) => objects,
+            Err(e) => return unavailable("Invalid", e.to_string()),
+        };
+        let hash = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(&service).unwrap_or_default());
+            h.update(serde_json::to_vec(&stateful_set).unwrap_or_default());
+            hex::encode(h.finalize())
+        };
+        let key = (ns.clone(), name.clone());
+        let fresh = self.applied.get(&key).is_some_and(|(h, at)| *h == hash && at.elapsed() < REAPPLY);
+        let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = if fresh {
+            sts_api.get_status(&workload).await
+        } else {
+            let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
+            match svc_api.patch(&workload, &params, &Patch::Apply(&service)).await {
+                Ok(_) => sts_api.patch(&workload, &params, &Patch::Apply(&stateful_set)).await,
+                Err(e) if not_served(&e) => {
+                    self.lost(SERVICES_API);
+                    return unavailable(
+                        "WorkloadAPIUnavailable",
+                        unavailable_message(&[SERVICES_API.into()]),
+                    );
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(sts) => {
+                if !fresh {
+                    tracing::info!(node = %name, namespace = %ns, statefulset = %workload, "applied the managed node's Service and StatefulSet");
+                    self.applied.insert(key, (hash, std::time::Instant::now()));
+                }
+                ManagedTarget {
+                    condition: managed::workload_condition(&name, sts.status.as_ref()),
+                    access: Some(credentials.agent_access(&ns, &name, agents)),
+                }
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 && fresh && !not_served_status(&s) => {
+                // Deleted behind our back: apply it again next pass.
+                self.applied.remove(&key);
+                unavailable("Pending", format!("StatefulSet {ns}/{workload} is gone; re-creating it"))
+            }
+            Err(e) if not_served(&e) => {
+                self.lost(STATEFULSETS_API);
+                unavailable("WorkloadAPIUnavailable", unavailable_message(&[STATEFULSETS_API.into()]))
+            }
+            Err(e) => {
+                self.applied.remove(&key);
+                tracing::warn!(node = %name, namespace = %ns, error = %e, "could not apply the managed node's workload");
+                unavailable("ApplyFailed", format!("StatefulSet/Service {ns}/{workload}: {e}"))
+            }
+        }
+    }
+
+    /// Generates the node's credentials and creates its Secret with them.
+    async fn create_secret(
+        &mut self,
+        client: &Client,
+        node: &AsteriskNode,
+        settings: &ManagedSettings,
+    ) -> Result<NodeCredentials, ManagedTarget> {
+        let made =
+            NodeCredentials::generate(node).and_then(|c| Ok((managed::secret(node, &c, settings)?, c)));
+        let (secret, credentials) = made.map_err(|e| unavailable("Invalid", e.to_string()))?;
+        let ns = node.namespace().unwrap_or_else(|| "default".into());
+        let name = secret.name_any();
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        match api.create(&params, &secret).await {
+            Ok(_) => {
+                tracing::info!(secret = %name, namespace = %ns, "generated the managed node's Secret");
+                Ok(credentials)
+            }
+            // Created by an earlier pass the Secret store has not caught up with: never replace it.
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(unavailable(
+                "Pending",
+                format!("Secret {ns}/{name} exists but is not in the controller's cache yet; retrying"),
+            )),
+            Err(e) if not_served(&e) => {
+                self.lost(SECRETS_API);
+                Err(unavailable("WorkloadAPIUnavailable", unavailable_message(&[SECRETS_API.into()])))
+            }
+            Err(e) => {
+                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not create the managed node's Secret");
+                Err(unavailable("ApplyFailed", format!("creating Secret {ns}/{name}: {e}")))
+            }
+        }
+    }
+}
+
+/// Which of the APIs managed nodes need the server does not serve.
+async fn discover(client: &Client) -> Vec<String> {
+    let mut missing = Vec::new();
+    let core = client.list_core_api_resources("v1").await;
+    let apps = client.list_api_group_resources("apps/v1").await;
+    for (result, wanted) in [
+        (core, vec![("secrets", SECRETS_API), ("services", SERVICES_API)]),
+        (apps, vec![("statefulsets", STATEFULSETS_API)]),
+    ] {
+        match result {
+            Ok(list) => missing.extend(
+                wanted
+                    .into_iter()
+                    .filter(|(r, _)| !list.resources.iter().any(|x| x.name == *r))
+                    .map(|(_, api)| api.to_owned()),
+            ),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                missing.extend(wanted.into_iter().map(|(_, api)| api.to_owned()))
+            }
+            Err(e) => {
+                missing.extend(wanted.into_iter().map(|(_, api)| format!("{api} (discovery failed: {e})")))
+            }
+        }
+    }
+    missing
+}
+
+/// A 404 for the resource type itself ("the server could not find the requested resource"), not
+/// for one object or its namespace.
+fn not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if not_served_status(s))
+}
+
+fn not_served_status(s: &kube::core::Status) -> bool {
+    s.code == 404 && s.message.contains("could not find the requested resource")
+}
+
+fn unavailable(reason: &str, message: String) -> ManagedTarget {
+    ManagedTarget { condition: ConditionUpdate::failed(types::MANAGED, reason, message), access: None }
+}
+
+fn unavailable_message(missing: &[String]) -> String {
+    format!(
+        "the API server does not serve {}, which a managed node needs (its Secret, headless Service and StatefulSet); run the controller against a full Kubernetes API server, or run Asterisk and `asterisk-operator agent` yourself and set spec.agent.endpoint instead of spec.managed",
+        missing.join(", ")
+    )
+}
+
 /// Publishes Events; turns itself off (saying so once) on a server without the Events API.
 struct Events {
     recorder: Recorder,
@@ -543,15 +831,36 @@ mod tests {
 
     /// Answers the next request with `reply` (or its own body) and returns (method, uri, body).
     async fn answer(handle: &mut Handle, reply: Option<Value>) -> (Method, String, Value) {
+        respond(handle, 200, |body| reply.unwrap_or_else(|| body.clone())).await
+    }
+
+    /// Answers the next request with HTTP `code` and what `reply` makes of its body; returns
+    /// (method, uri, body).
+    async fn respond(
+        handle: &mut Handle,
+        code: u16,
+        reply: impl FnOnce(&Value) -> Value,
+    ) -> (Method, String, Value) {
         let (request, send) = handle.next_request().await.expect("the client sent a request");
         let (method, uri) = (request.method().clone(), request.uri().to_string());
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let reply = reply.unwrap_or_else(|| body.clone());
+        let reply = reply(&body);
         send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+            Response::builder().status(code).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
         );
         (method, uri, body)
+    }
+
+    fn options() -> KubeOptions {
+        KubeOptions {
+            agents: AgentAccess::default(),
+            secrets_file: None,
+            resync: Duration::from_secs(1),
+            debounce: Duration::from_millis(1),
+            lease: None,
+            managed: ManagedSettings::default(),
+        }
     }
 
     fn phone(name: &str) -> Phone {
@@ -573,13 +882,7 @@ mod tests {
             blfs: reflector::store().0,
             secrets: Some(store),
         };
-        let opts = KubeOptions {
-            agents: AgentAccess::default(),
-            secrets_file: None,
-            resync: Duration::from_secs(1),
-            debounce: Duration::from_millis(1),
-            lease: None,
-        };
+        let opts = options();
         let mut set = ResourceSet {
             namespace: "default".into(),
             phones: vec![phone("reception")],
@@ -722,5 +1025,197 @@ mod tests {
         sync_finalizer(&client, &deleting, true).await;
         let (_, _, body) = server.await.unwrap();
         assert_eq!(body["metadata"]["finalizers"], serde_json::json!(["example.com/other"]));
+    }
+
+    /// One fleet with the managed node office-a (as read from the API server: it has a uid).
+    fn managed_fleet() -> BTreeMap<String, LoadedFleet> {
+        let spec = serde_json::from_value(serde_json::json!({
+            "numbering": {"prefixes": ["3"], "length": 4},
+            "managed": {"image": "registry.example/asterisk-operator:0.1.0", "hostNetwork": true}
+        }))
+        .unwrap();
+        let mut node = AsteriskNode::new("office-a", spec);
+        node.metadata.namespace = Some("default".into());
+        node.metadata.uid = Some("uid-node".into());
+        let resources = ResourceSet { namespace: "default".into(), nodes: vec![node], ..Default::default() };
+        let resolution = topology::resolve(&resources);
+        let bundles = render::render_all(&resolution.topology);
+        BTreeMap::from([("default".to_owned(), LoadedFleet { resources, resolution, bundles })])
+    }
+
+    fn resource_list(group_version: &str, names: &[&str]) -> Value {
+        let resources: Vec<Value> = names
+            .iter()
+            .map(|n| serde_json::json!({"name": n, "singularName": "", "namespaced": true, "kind": "X", "verbs": []}))
+            .collect();
+        serde_json::json!({"kind": "APIResourceList", "groupVersion": group_version, "resources": resources})
+    }
+
+    fn not_found() -> Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "the server could not find the requested resource", "reason": "NotFound",
+            "details": {}, "code": 404})
+    }
+
+    const KEY: (&str, &str) = ("default", "office-a");
+
+    fn key() -> (String, String) {
+        (KEY.0.to_owned(), KEY.1.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_managed_node_gets_its_secret_once_and_its_workload_by_server_side_apply() {
+        let (client, mut handle) = mock();
+        let (store, mut writer) = reflector::store::<Secret>();
+        let fleets = managed_fleet();
+        let server = tokio::spawn(async move {
+            let core = answer(&mut handle, Some(resource_list("v1", &["secrets", "services", "pods"]))).await;
+            let apps = answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await;
+            let secret = answer(&mut handle, None).await;
+            let service = answer(&mut handle, None).await;
+            let sts = respond(&mut handle, 200, |body| {
+                let mut b = body.clone();
+                b["status"] = serde_json::json!({"replicas": 1, "readyReplicas": 1});
+                b
+            })
+            .await;
+            (vec![core, apps, secret, service, sts], handle)
+        });
+        let mut workloads = Workloads::default();
+        let targets = workloads.reconcile(&client, Some(&store), &fleets, &options()).await;
+        let (seen, mut handle) = server.await.unwrap();
+        let uris: Vec<(&Method, &str)> =
+            seen.iter().map(|(m, u, _)| (m, u.split('?').next().unwrap())).collect();
+        assert_eq!(
+            uris,
+            [
+                (&Method::GET, "/api/v1"),
+                (&Method::GET, "/apis/apps/v1"),
+                (&Method::POST, "/api/v1/namespaces/default/secrets"),
+                (&Method::PATCH, "/api/v1/namespaces/default/services/asterisk-office-a"),
+                (&Method::PATCH, "/apis/apps/v1/namespaces/default/statefulsets/asterisk-office-a"),
+            ]
+        );
+        // Server-side apply under the controller's field manager.
+        for (_, uri, _) in &seen[3..] {
+            assert!(uri.contains("fieldManager=asterisk-operator") && uri.contains("force=true"), "{uri}");
+        }
+        let (_, _, secret) = &seen[2];
+        assert_eq!(secret["metadata"]["name"], "asterisk-office-a");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-node");
+        for k in
+            [managed::AMI_SECRET_KEY, managed::AGENT_TOKEN_KEY, managed::TLS_CERT_KEY, managed::TLS_KEY_KEY]
+        {
+            assert!(secret["data"][k].is_string(), "{k} in {secret}");
+        }
+        let (_, _, service) = &seen[3];
+        assert_eq!((service["apiVersion"].as_str(), service["kind"].as_str()), (Some("v1"), Some("Service")));
+        assert_eq!(service["spec"]["clusterIP"], "None");
+        let (_, _, sts) = &seen[4];
+        assert_eq!(
+            (sts["apiVersion"].as_str(), sts["kind"].as_str()),
+            (Some("apps/v1"), Some("StatefulSet"))
+        );
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true);
+        assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+        let names: Vec<&str> =
+            pod["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["asterisk", "agent"]);
+        let sts_text = sts.to_string();
+        let token_bytes: k8s_openapi::ByteString =
+            serde_json::from_value(secret["data"][managed::AGENT_TOKEN_KEY].clone()).unwrap();
+        let token = String::from_utf8(token_bytes.0).unwrap();
+        assert!(!sts_text.contains(&token), "the token stays in the Secret");
+
+        let target = &targets[&key()];
+        assert_eq!((target.condition.status, target.condition.reason.as_str()), (true, "Running"));
+        let access = target.access.as_ref().expect("the agent is reachable");
+        assert_eq!(access.token.as_ref().unwrap().expose(), token, "pushes carry the node's own token");
+
+        // Next pass: the Secret is in the cache now and the workload unchanged: no Secret is
+        // created again, one GET of the StatefulSet's status replaces the two patches.
+        let mut stored: Secret = serde_json::from_value(secret.clone()).unwrap();
+        stored.metadata.namespace = Some("default".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(stored));
+        let server = tokio::spawn(async move {
+            let get = respond(&mut handle, 200, |_| {
+                serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "asterisk-office-a", "namespace": "default"},
+                    "status": {"replicas": 1, "readyReplicas": 0}})
+            })
+            .await;
+            (get, handle)
+        });
+        let targets = workloads.reconcile(&client, Some(&store), &fleets, &options()).await;
+        let ((method, uri, _), mut handle) = server.await.unwrap();
+        assert_eq!(
+            (method, uri.as_str()),
+            (Method::GET, "/apis/apps/v1/namespaces/default/statefulsets/asterisk-office-a/status")
+        );
+        let target = &targets[&key()];
+        assert_eq!((target.condition.status, target.condition.reason.as_str()), (false, "Starting"));
+        assert_eq!(target.access.as_ref().unwrap().token.as_ref().unwrap().expose(), token, "same secret");
+        let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        assert!(more.is_err(), "nothing else was sent");
+    }
+
+    #[tokio::test]
+    async fn a_server_without_apps_v1_degrades_to_a_condition() {
+        let (client, mut handle) = mock();
+        let (store, _writer) = reflector::store::<Secret>();
+        let fleets = managed_fleet();
+        let server = tokio::spawn(async move {
+            answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await;
+            let apps = respond(&mut handle, 404, |_| not_found()).await;
+            (apps, handle)
+        });
+        let mut workloads = Workloads::default();
+        let targets = workloads.reconcile(&client, Some(&store), &fleets, &options()).await;
+        let ((_, uri, _), mut handle) = server.await.unwrap();
+        assert_eq!(uri, "/apis/apps/v1");
+        let target = &targets[&key()];
+        assert_eq!(target.condition.type_, "Managed");
+        assert_eq!(
+            (target.condition.status, target.condition.reason.as_str()),
+            (false, "WorkloadAPIUnavailable")
+        );
+        assert!(
+            target.condition.message.contains("does not serve apps/v1 StatefulSets"),
+            "{:?}",
+            target.condition
+        );
+        assert!(!target.condition.message.contains("v1 Secrets"), "only what is missing is named");
+        assert!(target.access.is_none(), "nothing to push to");
+        let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        assert!(more.is_err(), "no Secret or Service is created for a workload that cannot run");
+
+        // The next pass, within the rediscovery interval, asks nothing and says the same.
+        let again = workloads.reconcile(&client, Some(&store), &fleets, &options()).await;
+        assert_eq!(again[&key()].condition, target.condition);
+
+        // The fleet: the node is not pushed to, and its status says why.
+        let mut fleet = FleetReconciler::new(AgentAccess::default());
+        fleet.set_managed(again);
+        fleet.reconcile(&fleets).await;
+        let status = &fleet.statuses()[&ObjectRef::new(Kind::AsteriskNode, "default", "office-a")];
+        let applied = status.conditions().iter().find(|c| c.type_ == "ConfigApplied").unwrap();
+        assert_eq!(applied.reason, "NoAgent");
+        assert!(applied.message.contains("apps/v1 StatefulSets"), "{applied:?}");
+        let managed = status.conditions().iter().find(|c| c.type_ == "Managed").unwrap();
+        assert_eq!((managed.status.as_str(), managed.reason.as_str()), ("False", "WorkloadAPIUnavailable"));
+    }
+
+    #[tokio::test]
+    async fn without_a_cluster_a_managed_node_says_it_needs_one() {
+        let fleets = managed_fleet();
+        let mut fleet = FleetReconciler::new(AgentAccess::default());
+        let report = fleet.reconcile(&fleets).await;
+        assert_eq!(report.pushed.get("default/office-a"), Some(&false));
+        let status = &fleet.statuses()[&ObjectRef::new(Kind::AsteriskNode, "default", "office-a")];
+        let managed = status.conditions().iter().find(|c| c.type_ == "Managed").unwrap();
+        assert_eq!((managed.status.as_str(), managed.reason.as_str()), ("False", "NeedsCluster"));
+        let ready = status.conditions().iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "False");
     }
 }

@@ -4,6 +4,7 @@
 //! * [`status`] — pure: every resource's status from the resolution and the agents' answers.
 //! * [`fleet`] — pushes changed bundles to agents (per-node backoff) and computes statuses.
 //! * [`kube`] — the same reconcile fed by reflectors on the API server, status via server-side apply.
+//! * [`managed`] — pure: the StatefulSet, Service and Secret of a node with `spec.managed`.
 //! * [`manifests`] — the `--manifests DIR` mode: the same reconcile fed from YAML files.
 
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod events;
 pub mod fleet;
 pub mod kube;
 pub mod leader;
+pub mod managed;
 pub mod manifests;
 pub mod metrics;
 pub mod status;

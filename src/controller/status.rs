@@ -8,6 +8,7 @@ use kube::Resource;
 use serde::Serialize;
 
 use super::conditions::{ConditionUpdate, set_condition, types};
+use super::managed;
 use crate::agent::proto::{ApplyResult, NodeStatus};
 use crate::crd::{AsteriskNodeStatus, BlfSubscriptionStatus, PhoneStatus, TrunkStatus};
 use crate::render::Bundle;
@@ -90,12 +91,15 @@ fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(),
 }
 
 /// Computes the status of every resource of `set`, starting from `previous` so transition
-/// times only move on real transitions.
+/// times only move on real transitions. `managed` holds the `Managed` condition of each node
+/// with `spec.managed` whose workload the API-server mode handled; a managed node without one
+/// gets [`managed::needs_cluster`].
 pub fn fleet_status(
     set: &ResourceSet,
     resolution: &Resolution,
     bundles: &BTreeMap<String, Bundle>,
     outcomes: &BTreeMap<String, NodeOutcome>,
+    managed: &BTreeMap<String, ConditionUpdate>,
     previous: &BTreeMap<ObjectRef, ResourceStatus>,
     now: &Time,
 ) -> BTreeMap<ObjectRef, ResourceStatus> {
@@ -142,6 +146,13 @@ pub fn fleet_status(
         let generation = node.meta().generation;
         let mut status = put(&object, generation, ResourceStatus::Node(status), node_applied(&name));
         set_condition(status.conditions_mut(), agent, generation, now);
+        if node.spec.managed.is_some() {
+            let workload = managed.get(&name).cloned().unwrap_or_else(managed::needs_cluster);
+            set_condition(status.conditions_mut(), workload, generation, now);
+        } else {
+            // No longer managed (switched to spec.agent): its old condition says nothing now.
+            status.conditions_mut().retain(|c| c.type_ != types::MANAGED);
+        }
         out.insert(object, status);
     }
     for trunk in &set.trunks {

@@ -194,7 +194,7 @@ pub struct NatSettings {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AsteriskNodeStatus {
-    /// Ready, AgentConnected, ConfigApplied.
+    /// Valid, Ready, AgentConnected, ConfigApplied; and Managed for a node with spec.managed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

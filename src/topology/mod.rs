@@ -77,8 +77,11 @@ pub struct Node {
     pub numbering: NumberingPlan,
     /// Where other nodes reach it; `None` = dynamic, it registers.
     pub address: Option<String>,
-    /// Its agent's gRPC endpoint, when it has one outside the cluster.
+    /// Its agent's gRPC endpoint: `spec.agent.endpoint`, or for a managed node the stable DNS
+    /// name of its pod behind the headless Service ([`managed_agent_endpoint`]).
     pub agent_endpoint: Option<String>,
+    /// Run by the operator (`spec.managed`): the controller owns its StatefulSet.
+    pub managed: bool,
     /// PJSIP transport.
     pub sip: SipSettings,
     /// IAX2 listener.
@@ -241,6 +244,22 @@ pub fn phone_secret_ref(phone: &Phone) -> SecretKeyRef {
 /// The Secret a Trunk's credential lives in: its `auth.secretRef`, or `trunk-<name>` / `secret`.
 pub fn trunk_secret_ref(trunk: &Trunk) -> SecretKeyRef {
     trunk.spec.auth.secret_ref.clone().unwrap_or_else(|| generated_ref("trunk", &name_of(&trunk.metadata)))
+}
+
+/// The agent's gRPC port in a managed node's pod.
+pub const MANAGED_GRPC_PORT: u16 = 7443;
+
+/// Name of the StatefulSet, headless Service and Secret of a managed node: `asterisk-<node>`.
+pub fn managed_workload_name(node: &str) -> String {
+    format!("asterisk-{node}")
+}
+
+/// Where the controller reaches a managed node's agent: pod 0 of its StatefulSet under the
+/// headless Service, `https://asterisk-<node>-0.asterisk-<node>.<namespace>.svc:7443`. The
+/// cluster domain is left to the resolver's search path, so it works with any cluster domain.
+pub fn managed_agent_endpoint(namespace: &str, node: &str) -> String {
+    let w = managed_workload_name(node);
+    format!("https://{w}-0.{w}.{namespace}.svc:{MANAGED_GRPC_PORT}")
 }
 
 /// Keys of the RSA key pair in an `rsa` trunk's Secret.

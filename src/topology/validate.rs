@@ -177,6 +177,12 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Longest name of a managed node: its StatefulSet `asterisk-<name>` gets pods labelled
+/// `controller-revision-hash: asterisk-<name>-<10-character hash>`, and a label value has at most
+/// 63 characters.
+const MAX_MANAGED_NAME: usize = 63 - "asterisk-".len() - 11;
+const _: () = assert!(MAX_MANAGED_NAME == 43, "keep the fix text of the managed name check in step");
+
 fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String, Node> {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     for (name, node) in candidates(Kind::AsteriskNode, list, errors) {
@@ -286,6 +292,20 @@ fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String,
                 "set exactly one: spec.agent.endpoint for an agent beside an existing Asterisk, or spec.managed.image",
             );
         }
+        if spec.managed.is_some() && name.len() > MAX_MANAGED_NAME {
+            ok = false;
+            errors.push(
+                Kind::AsteriskNode,
+                &name,
+                "metadata.name",
+                Reason::InvalidField,
+                format!(
+                    "{} characters is too long for a managed node (its StatefulSet asterisk-{name} must leave room for Kubernetes' revision label)",
+                    name.len()
+                ),
+                "use a shorter name (at most 43 characters) for a node with spec.managed",
+            );
+        }
         if !ok {
             continue;
         }
@@ -304,10 +324,15 @@ fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String,
         nodes.insert(
             name.clone(),
             Node {
-                name,
+                name: name.clone(),
                 numbering: plan.clone(),
                 address: spec.address.clone(),
-                agent_endpoint: spec.agent.as_ref().map(|a| a.endpoint.clone()),
+                agent_endpoint: match (&spec.agent, &spec.managed) {
+                    (Some(a), _) => Some(a.endpoint.clone()),
+                    (None, Some(_)) => Some(super::managed_agent_endpoint(errors.namespace, &name)),
+                    (None, None) => None,
+                },
+                managed: spec.managed.is_some(),
                 sip: spec.sip.clone(),
                 iax: spec.iax.clone(),
                 phone_context: spec.phone_context.clone(),

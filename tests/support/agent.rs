@@ -5,8 +5,12 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use asterisk_operator::agent::{AgentOptions, NodeConfig, RunningAgent};
+use asterisk_operator::agent::proto::ApplyResult;
+use asterisk_operator::agent::{
+    AgentClient, AgentOptions, ClientOptions, NodeConfig, RunningAgent, bundle_to_proto, connect,
+};
 use asterisk_operator::ami::SessionConfig;
+use asterisk_operator::render::Bundle;
 use asterisk_operator::secret::SecretValue;
 
 use super::asterisk::Asterisk;
@@ -71,6 +75,16 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
 /// Starts an agent for `asterisk` on `rt`.
 pub fn start(rt: &tokio::runtime::Runtime, opts: AgentOptions) -> RunningAgent {
     rt.block_on(asterisk_operator::agent::start(opts)).expect("agent starts")
+}
+
+/// A plaintext gRPC client of `agent` (the agents of [`options`] serve with `--insecure`).
+pub fn client(rt: &tokio::runtime::Runtime, agent: &RunningAgent) -> AgentClient {
+    rt.block_on(connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr)))).unwrap()
+}
+
+/// Applies `bundle` through `c` and returns the agent's answer.
+pub fn apply(rt: &tokio::runtime::Runtime, c: &mut AgentClient, bundle: &Bundle) -> ApplyResult {
+    rt.block_on(c.apply(bundle_to_proto(bundle))).expect("Apply answers").into_inner()
 }
 
 /// A token for tests.

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
+use std::time::{Duration, Instant};
+
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Resource};
 
 use super::fleet::repo;
 
@@ -87,4 +89,41 @@ pub async fn install_crds(client: &Client) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("CRDs never became Established");
+}
+
+/// Creates `r` in the `default` namespace.
+pub async fn create<K>(client: &Client, mut r: K)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    r.meta_mut().namespace = Some("default".into());
+    let api: Api<K> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &r)
+        .await
+        .unwrap_or_else(|e| panic!("create {:?}: {e}", r.meta().name));
+}
+
+/// Polls `check` until it returns true, for up to `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The condition of type `t`, if any.
+pub fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == t)
 }

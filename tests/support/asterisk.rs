@@ -60,6 +60,9 @@ pub struct AsteriskBuilder {
     name: String,
     addr: Option<Ipv4Addr>,
     files: Vec<(String, String)>,
+    /// AMI secret: write the base configuration with `asterisk-operator bootstrap` instead of
+    /// the test-bed templates.
+    bootstrap: Option<String>,
 }
 
 impl AsteriskBuilder {
@@ -72,6 +75,14 @@ impl AsteriskBuilder {
     /// Writes `contents` as `etc/<name>` after the templates (so it replaces a template).
     pub fn file(mut self, name: &str, contents: impl Into<String>) -> Self {
         self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    /// Writes the base configuration with the real `asterisk-operator bootstrap` (as the init
+    /// container of a managed pod does), run inside the root with this instance's directories,
+    /// AMI bound to its address, and `ami_secret` for the agent's user; no test-bed templates.
+    pub fn bootstrapped(mut self, ami_secret: &str) -> Self {
+        self.bootstrap = Some(ami_secret.to_owned());
         self
     }
 
@@ -100,23 +111,33 @@ impl AsteriskBuilder {
             addr.octets()[2],
             addr.octets()[3]
         );
-        let templates = repo().join("testbed/asterisk-node");
-        for entry in std::fs::read_dir(&templates).expect("testbed/asterisk-node templates") {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = text
-                .replace("@ID@", &self.name)
-                .replace("@DIR@", &dir)
-                .replace("@ADDR@", &addr.to_string())
-                .replace("@ENTITYID@", &entity);
-            std::fs::write(host_dir.join("etc").join(path.file_name().unwrap()), text).unwrap();
+        let mut asterisk = Asterisk { name: self.name, addr, root, dir, child: None };
+        match &self.bootstrap {
+            Some(secret) => {
+                std::fs::write(host_dir.join("ami-secret"), format!("{secret}\n")).unwrap();
+                std::fs::copy(env!("CARGO_BIN_EXE_asterisk-operator"), host_dir.join("asterisk-operator"))
+                    .expect("copy the binary into the root");
+                asterisk.bootstrap();
+            }
+            None => {
+                let templates = repo().join("testbed/asterisk-node");
+                for entry in std::fs::read_dir(&templates).expect("testbed/asterisk-node templates") {
+                    let path = entry.unwrap().path();
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let text = text
+                        .replace("@ID@", &asterisk.name)
+                        .replace("@DIR@", &asterisk.dir)
+                        .replace("@ADDR@", &addr.to_string())
+                        .replace("@ENTITYID@", &entity);
+                    std::fs::write(host_dir.join("etc").join(path.file_name().unwrap()), text).unwrap();
+                }
+            }
         }
         for (name, contents) in &self.files {
             let path = host_dir.join("etc").join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, contents).unwrap();
         }
-        let mut asterisk = Asterisk { name: self.name, addr, root, dir, child: None };
         asterisk.boot();
         asterisk
     }
@@ -125,7 +146,35 @@ impl AsteriskBuilder {
 impl Asterisk {
     /// An instance named `name` (a node name), to configure and start.
     pub fn builder(name: &str) -> AsteriskBuilder {
-        AsteriskBuilder { name: name.to_owned(), addr: None, files: Vec::new() }
+        AsteriskBuilder { name: name.to_owned(), addr: None, files: Vec::new(), bootstrap: None }
+    }
+
+    /// Runs `asterisk-operator bootstrap` (copied into the instance folder by
+    /// [`AsteriskBuilder::bootstrapped`]) inside the root; returns its stdout.
+    pub fn bootstrap(&self) -> String {
+        let d = &self.dir;
+        let out = Command::new("chroot")
+            .arg(&self.root)
+            .arg(format!("{d}/asterisk-operator"))
+            .arg("bootstrap")
+            .args(["--node", &self.name, "--ami-bind", &self.addr.to_string()])
+            // In-test agents dial this address from the host, whose source address is 127.0.0.1.
+            .args(["--ami-permit", "127.0.0.1"])
+            .args(["--ami-secret-file", &format!("{d}/ami-secret")])
+            .args(["--config-dir", &format!("{d}/etc"), "--keys-dir", &format!("{d}/keys")])
+            .args(["--log-dir", &format!("{d}/log"), "--run-dir", &format!("{d}/run")])
+            .args(["--db-dir", &format!("{d}/db"), "--spool-dir", &format!("{d}/spool")])
+            .args(["--cache-dir", &format!("{d}/cache")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("chroot asterisk-operator bootstrap runs");
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn conf(&self) -> String {
@@ -280,6 +329,16 @@ impl Asterisk {
     /// Is the process running?
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Lines of the log at WARNING or ERROR level that mention none of `expected`.
+    pub fn problems_except(&self, expected: &[&str]) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("WARNING[") || l.contains("ERROR["))
+            .filter(|l| !expected.iter().any(|e| l.contains(e)))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Lines of the log at WARNING or ERROR level that mention `needle`.
