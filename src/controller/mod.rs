@@ -15,5 +15,6 @@ pub mod kube;
 pub mod leader;
 pub mod managed;
 pub mod manifests;
+pub mod mesh_pki;
 pub mod metrics;
 pub mod status;
