@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -35,6 +35,7 @@ use super::events::{Notice, notices};
 use super::fleet::{AgentAccess, FleetReconciler, ManagedTarget, ReconcileReport};
 use super::leader::{Leadership, LeaseLock};
 use super::managed::{self, ManagedSettings, NodeCredentials};
+use super::mesh_pki::{self, LeafCheck, MeshCa, MeshLeaf};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
 use crate::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
@@ -581,6 +582,8 @@ impl Workloads {
             return targets;
         }
         let missing = self.missing_apis(client, secrets.is_some()).await;
+        // The namespace's mesh CA, read (or generated) once per pass for all its nodes.
+        let mut cas: BTreeMap<String, Result<MeshCa, ManagedTarget>> = BTreeMap::new();
         for (ns, node, valid) in managed_nodes {
             let key = (ns.clone(), node.name_any());
             let target = match (valid, secrets) {
@@ -589,7 +592,18 @@ impl Workloads {
                     "no StatefulSet is run for an invalid node: see the Valid condition".into(),
                 ),
                 (true, Some(secrets)) if missing.is_empty() => {
-                    self.apply(client, secrets, node, &opts.agents, &opts.managed).await
+                    let ca = match cas.get(ns) {
+                        Some(ca) => ca.clone(),
+                        None => {
+                            let ca = self.mesh_ca(client, secrets, ns, &opts.managed).await;
+                            cas.insert(ns.clone(), ca.clone());
+                            ca
+                        }
+                    };
+                    match ca {
+                        Ok(ca) => self.apply(client, secrets, node, &ca, &opts.agents, &opts.managed).await,
+                        Err(target) => target,
+                    }
                 }
                 _ => unavailable("WorkloadAPIUnavailable", unavailable_message(&missing)),
             };
@@ -598,35 +612,63 @@ impl Workloads {
         targets
     }
 
-    /// One node: its Secret (created when absent, never updated), then Service and StatefulSet
-    /// by server-side apply; the StatefulSet's status gives the condition.
+    /// The namespace's mesh CA: the Secret `asterisk-mesh-ca` when it exists (the user's, or
+    /// one generated earlier), else a new one, created once with no owner reference (it is the
+    /// whole fleet's). A CA Secret that is unusable is every managed node's `MeshCAInvalid`.
+    async fn mesh_ca(
+        &mut self,
+        client: &Client,
+        secrets: &Store<Secret>,
+        ns: &str,
+        settings: &ManagedSettings,
+    ) -> Result<MeshCa, ManagedTarget> {
+        let now = SystemTime::now();
+        let invalid = |e: mesh_pki::MeshPkiError| unavailable("MeshCAInvalid", e.to_string());
+        if let Some(secret) = cached(secrets, ns, mesh_pki::CA_SECRET) {
+            return MeshCa::from_secret(&secret, now).map_err(invalid);
+        }
+        let ca = MeshCa::generate(ns, now).map_err(invalid)?;
+        self.create(client, &mesh_pki::ca_secret(ns, &ca, settings), "the namespace's mesh CA").await?;
+        Ok(ca)
+    }
+
+    /// One node: its Secret (created when absent; only its mesh keys are ever added or
+    /// re-issued), then Service and StatefulSet by server-side apply; the StatefulSet's status
+    /// gives the condition.
     async fn apply(
         &mut self,
         client: &Client,
         secrets: &Store<Secret>,
         node: &AsteriskNode,
+        ca: &MeshCa,
         agents: &AgentAccess,
         settings: &ManagedSettings,
     ) -> ManagedTarget {
         let ns = node.namespace().unwrap_or_else(|| "default".into());
         let name = node.name_any();
         let workload = crate::topology::managed_workload_name(&name);
-        let existing = secrets
-            .state()
-            .into_iter()
-            .find(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == workload);
-        let credentials = match existing {
-            Some(secret) => match NodeCredentials::from_secret(&secret) {
-                Ok(c) => c,
-                Err(e) => return unavailable("SecretIncomplete", e.to_string()),
-            },
-            None => match self.create_secret(client, node, settings).await {
-                Ok(c) => c,
+        let (credentials, leaf) = match cached(secrets, &ns, &workload) {
+            Some(secret) => {
+                let credentials = match NodeCredentials::from_secret(&secret) {
+                    Ok(c) => c,
+                    Err(e) => return unavailable("SecretIncomplete", e.to_string()),
+                };
+                let leaf = match mesh_pki::check_leaf(&secret, ca, &name, SystemTime::now()) {
+                    LeafCheck::Current(leaf) => leaf,
+                    check => match self.write_mesh_keys(client, &secret, ca, &name, check).await {
+                        Ok(leaf) => leaf,
+                        Err(target) => return target,
+                    },
+                };
+                (credentials, leaf)
+            }
+            None => match self.create_secret(client, node, ca, settings).await {
+                Ok(made) => made,
                 Err(target) => return target,
             },
         };
         let built = managed::service(node, settings)
-            .and_then(|svc| Ok((svc, managed::stateful_set(node, settings)?)));
+            .and_then(|svc| Ok((svc, managed::stateful_set(node, settings, &leaf)?)));
         let (service, stateful_set) = match built {
             Ok(objects) => objects,
             Err(e) => return unavailable("Invalid", e.to_string()),
@@ -686,24 +728,85 @@ impl Workloads {
         }
     }
 
-    /// Generates the node's credentials and creates its Secret with them.
+    /// Generates the node's credentials and mesh certificate and creates its Secret with them.
     async fn create_secret(
         &mut self,
         client: &Client,
         node: &AsteriskNode,
+        ca: &MeshCa,
         settings: &ManagedSettings,
-    ) -> Result<NodeCredentials, ManagedTarget> {
-        let made =
-            NodeCredentials::generate(node).and_then(|c| Ok((managed::secret(node, &c, settings)?, c)));
+    ) -> Result<(NodeCredentials, MeshLeaf), ManagedTarget> {
+        let leaf = ca
+            .issue(&node.name_any(), SystemTime::now())
+            .map_err(|e| unavailable("Invalid", e.to_string()))?;
+        let made = NodeCredentials::generate(node)
+            .and_then(|c| Ok((managed::secret(node, &c, &leaf, settings)?, c)));
         let (secret, credentials) = made.map_err(|e| unavailable("Invalid", e.to_string()))?;
-        let ns = node.namespace().unwrap_or_else(|| "default".into());
+        self.create(client, &secret, "the managed node's Secret").await?;
+        Ok((credentials, leaf))
+    }
+
+    /// Adds the mesh keys to a node's Secret that lacks them, or replaces a leaf `check` found
+    /// wrong; the Secret's other keys are left alone. A merge patch guarded by the Secret's
+    /// resourceVersion: a Secret changed since it was read is left for the next pass.
+    async fn write_mesh_keys(
+        &mut self,
+        client: &Client,
+        secret: &Secret,
+        ca: &MeshCa,
+        node: &str,
+        check: LeafCheck,
+    ) -> Result<MeshLeaf, ManagedTarget> {
+        let ns = secret.namespace().unwrap_or_else(|| "default".into());
+        let name = secret.name_any();
+        let leaf = ca.issue(node, SystemTime::now()).map_err(|e| unavailable("Invalid", e.to_string()))?;
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": secret.resource_version()},
+            "data": leaf.data(),
+        });
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                match check {
+                    LeafCheck::Reissue(why) => {
+                        tracing::warn!(secret = %name, namespace = %ns, reason = %why, "re-issued the managed node's mesh certificate")
+                    }
+                    _ => {
+                        tracing::info!(secret = %name, namespace = %ns, "added a mesh certificate to the managed node's Secret")
+                    }
+                }
+                Ok(leaf)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || (s.code == 404 && !not_served_status(&s)) => {
+                Err(unavailable(
+                    "Pending",
+                    format!(
+                        "Secret {ns}/{name} changed since the controller read it; adding its mesh keys next pass"
+                    ),
+                ))
+            }
+            Err(e) if not_served(&e) => {
+                self.lost(SECRETS_API);
+                Err(unavailable("WorkloadAPIUnavailable", unavailable_message(&[SECRETS_API.into()])))
+            }
+            Err(e) => {
+                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not add the mesh keys to the managed node's Secret");
+                Err(unavailable("ApplyFailed", format!("updating the mesh keys of Secret {ns}/{name}: {e}")))
+            }
+        }
+    }
+
+    /// Creates `secret` (never replaces one: a Secret that exists already is left alone).
+    async fn create(&mut self, client: &Client, secret: &Secret, what: &str) -> Result<(), ManagedTarget> {
+        let ns = secret.namespace().unwrap_or_else(|| "default".into());
         let name = secret.name_any();
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        match api.create(&params, &secret).await {
+        match api.create(&params, secret).await {
             Ok(_) => {
-                tracing::info!(secret = %name, namespace = %ns, "generated the managed node's Secret");
-                Ok(credentials)
+                tracing::info!(secret = %name, namespace = %ns, "generated {what}");
+                Ok(())
             }
             // Created by an earlier pass the Secret store has not caught up with: never replace it.
             Err(kube::Error::Api(s)) if s.code == 409 => Err(unavailable(
@@ -715,11 +818,20 @@ impl Workloads {
                 Err(unavailable("WorkloadAPIUnavailable", unavailable_message(&[SECRETS_API.into()])))
             }
             Err(e) => {
-                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not create the managed node's Secret");
+                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not create {what}");
                 Err(unavailable("ApplyFailed", format!("creating Secret {ns}/{name}: {e}")))
             }
         }
     }
+}
+
+/// The Secret `name` of namespace `ns` in the controller's cache.
+fn cached(secrets: &Store<Secret>, ns: &str, name: &str) -> Option<Secret> {
+    secrets
+        .state()
+        .into_iter()
+        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)
+        .map(|s| (*s).clone())
 }
 
 /// Which of the APIs managed nodes need the server does not serve.
@@ -1071,6 +1183,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let core = answer(&mut handle, Some(resource_list("v1", &["secrets", "services", "pods"]))).await;
             let apps = answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await;
+            let ca = answer(&mut handle, None).await;
             let secret = answer(&mut handle, None).await;
             let service = answer(&mut handle, None).await;
             let sts = respond(&mut handle, 200, |body| {
@@ -1079,7 +1192,7 @@ mod tests {
                 b
             })
             .await;
-            (vec![core, apps, secret, service, sts], handle)
+            (vec![core, apps, ca, secret, service, sts], handle)
         });
         let mut workloads = Workloads::default();
         let targets = workloads.reconcile(&client, Some(&store), &fleets, &options()).await;
@@ -1092,15 +1205,23 @@ mod tests {
                 (&Method::GET, "/api/v1"),
                 (&Method::GET, "/apis/apps/v1"),
                 (&Method::POST, "/api/v1/namespaces/default/secrets"),
+                (&Method::POST, "/api/v1/namespaces/default/secrets"),
                 (&Method::PATCH, "/api/v1/namespaces/default/services/asterisk-office-a"),
                 (&Method::PATCH, "/apis/apps/v1/namespaces/default/statefulsets/asterisk-office-a"),
             ]
         );
         // Server-side apply under the controller's field manager.
-        for (_, uri, _) in &seen[3..] {
+        for (_, uri, _) in &seen[4..] {
             assert!(uri.contains("fieldManager=asterisk-operator") && uri.contains("force=true"), "{uri}");
         }
-        let (_, _, secret) = &seen[2];
+        // The namespace's mesh CA first: generated, shared by the fleet (no owner reference).
+        let (_, _, ca_body) = &seen[2];
+        assert_eq!(ca_body["metadata"]["name"], mesh_pki::CA_SECRET);
+        assert!(ca_body["metadata"].get("ownerReferences").is_none(), "{}", ca_body["metadata"]);
+        let mut ca_secret: Secret = serde_json::from_value(ca_body.clone()).unwrap();
+        ca_secret.metadata.namespace = Some("default".into());
+        let ca = MeshCa::from_secret(&ca_secret, SystemTime::now()).expect("a usable CA");
+        let (_, _, secret) = &seen[3];
         assert_eq!(secret["metadata"]["name"], "asterisk-office-a");
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-node");
         for k in
@@ -1108,10 +1229,27 @@ mod tests {
         {
             assert!(secret["data"][k].is_string(), "{k} in {secret}");
         }
-        let (_, _, service) = &seen[3];
+        // The node's mesh certificate, signed by that CA, naming the node.
+        let node_secret: Secret = serde_json::from_value(secret.clone()).unwrap();
+        let LeafCheck::Current(leaf) = mesh_pki::check_leaf(&node_secret, &ca, "office-a", SystemTime::now())
+        else {
+            panic!(
+                "the node's mesh certificate does not verify: {:?}",
+                secret["data"].as_object().map(|d| d.keys().collect::<Vec<_>>())
+            )
+        };
+        let (_, _, service) = &seen[4];
         assert_eq!((service["apiVersion"].as_str(), service["kind"].as_str()), (Some("v1"), Some("Service")));
         assert_eq!(service["spec"]["clusterIP"], "None");
-        let (_, _, sts) = &seen[4];
+        let ports: Vec<(&str, i64)> = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["port"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444)]);
+        let (_, _, sts) = &seen[5];
+        assert_mesh_in_pod(sts, &leaf);
         assert_eq!(
             (sts["apiVersion"].as_str(), sts["kind"].as_str()),
             (Some("apps/v1"), Some("StatefulSet"))
@@ -1138,6 +1276,7 @@ mod tests {
         let mut stored: Secret = serde_json::from_value(secret.clone()).unwrap();
         stored.metadata.namespace = Some("default".into());
         writer.apply_watcher_event(&watcher::Event::Apply(stored));
+        writer.apply_watcher_event(&watcher::Event::Apply(ca_secret));
         let server = tokio::spawn(async move {
             let get = respond(&mut handle, 200, |_| {
                 serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -1158,6 +1297,148 @@ mod tests {
         assert_eq!(target.access.as_ref().unwrap().token.as_ref().unwrap().expose(), token, "same secret");
         let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
         assert!(more.is_err(), "nothing else was sent");
+    }
+
+    /// The agent container of a StatefulSet (as sent) runs the mesh on 7444 with the files of
+    /// the mounted Secret, and the pod template carries `leaf`'s fingerprint.
+    fn assert_mesh_in_pod(sts: &Value, leaf: &MeshLeaf) {
+        let template = &sts["spec"]["template"];
+        assert_eq!(template["metadata"]["annotations"][managed::MESH_CERT_ANNOTATION], leaf.revision());
+        let agent =
+            template["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "agent").unwrap();
+        let args: Vec<&str> = agent["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        for pair in [
+            ["--mesh-listen", "0.0.0.0:7444"],
+            ["--mesh-ca", "/run/secrets/asterisk-operator/mesh-ca.crt"],
+            ["--mesh-cert", "/run/secrets/asterisk-operator/mesh.crt"],
+            ["--mesh-key", "/run/secrets/asterisk-operator/mesh.key"],
+        ] {
+            assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+        }
+        let ports: Vec<(&str, i64)> = agent["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444)]);
+        let text = sts.to_string();
+        for line in leaf.key_pem.expose().lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!text.contains(line), "the mesh key stays in the Secret");
+        }
+    }
+
+    /// `office-a`'s Secret as a controller before the mesh made it (no mesh keys), as cached.
+    fn pre_mesh_secret() -> Secret {
+        let fleets = managed_fleet();
+        let node = &fleets["default"].resources.nodes[0];
+        let creds = NodeCredentials::generate(node).unwrap();
+        let leaf = MeshCa::generate("default", SystemTime::now())
+            .unwrap()
+            .issue("office-a", SystemTime::now())
+            .unwrap();
+        let mut secret = managed::secret(node, &creds, &leaf, &ManagedSettings::default()).unwrap();
+        for k in mesh_pki::MESH_KEYS {
+            secret.data.as_mut().unwrap().remove(k);
+        }
+        secret.metadata.resource_version = Some("7".into());
+        secret
+    }
+
+    #[tokio::test]
+    async fn a_user_mesh_ca_is_reused_and_node_secrets_get_only_their_mesh_keys_written() {
+        let now = SystemTime::now();
+        let user_ca = MeshCa::generate("default", now).unwrap();
+        let mut ca_secret = mesh_pki::ca_secret("default", &user_ca, &ManagedSettings::default());
+        ca_secret.metadata.labels = None; // the user's own, not the controller's
+        let old = pre_mesh_secret();
+        let mut foreign = old.clone();
+        let foreign_leaf = MeshCa::generate("default", now).unwrap().issue("office-a", now).unwrap();
+        foreign.data.as_mut().unwrap().extend(foreign_leaf.data());
+        let current = {
+            let mut s = old.clone();
+            s.data.as_mut().unwrap().extend(user_ca.issue("office-a", now).unwrap().data());
+            s
+        };
+        for (case, node_secret, written) in [
+            ("pre-mesh Secret", &old, true),
+            ("leaf of another CA", &foreign, true),
+            ("current leaf", &current, false),
+        ] {
+            let (client, mut handle) = mock();
+            let (store, mut writer) = reflector::store::<Secret>();
+            writer.apply_watcher_event(&watcher::Event::Apply(ca_secret.clone()));
+            writer.apply_watcher_event(&watcher::Event::Apply(node_secret.clone()));
+            let server = tokio::spawn(async move {
+                let mut seen = vec![
+                    answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await,
+                    answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await,
+                ];
+                for _ in 0..if written { 3 } else { 2 } {
+                    seen.push(answer(&mut handle, None).await);
+                }
+                let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+                assert!(more.is_err(), "nothing else was sent");
+                seen
+            });
+            let mut workloads = Workloads::default();
+            let targets = workloads.reconcile(&client, Some(&store), &managed_fleet(), &options()).await;
+            let seen = server.await.unwrap();
+            assert!(seen.iter().all(|(m, _, _)| m != Method::POST), "{case}: no Secret is created: {seen:?}");
+            let target = &targets[&key()];
+            assert!(target.access.is_some(), "{case}: {:?}", target.condition);
+            let creds = NodeCredentials::from_secret(&old).unwrap();
+            assert_eq!(target.access.as_ref().unwrap().token.as_ref(), Some(&creds.agent_token), "{case}");
+            let leaf = if written {
+                let (method, uri, patch) = &seen[2];
+                assert_eq!(
+                    (method, uri.split('?').next().unwrap()),
+                    (&Method::PATCH, "/api/v1/namespaces/default/secrets/asterisk-office-a"),
+                    "{case}"
+                );
+                assert!(uri.contains("fieldManager=asterisk-operator"), "{uri}");
+                assert_eq!(patch["metadata"], serde_json::json!({"resourceVersion": "7"}), "{case}: guarded");
+                let keys: Vec<&String> = patch["data"].as_object().unwrap().keys().collect();
+                assert_eq!(keys, ["mesh-ca.crt", "mesh.crt", "mesh.key"], "{case}: only the mesh keys");
+                let mut patched = old.clone();
+                patched.data.as_mut().unwrap().extend(
+                    serde_json::from_value::<BTreeMap<String, k8s_openapi::ByteString>>(
+                        patch["data"].clone(),
+                    )
+                    .unwrap(),
+                );
+                match mesh_pki::check_leaf(&patched, &user_ca, "office-a", now) {
+                    LeafCheck::Current(leaf) => leaf,
+                    other => panic!("{case}: the written leaf is not the user CA's: {other:?}"),
+                }
+            } else {
+                MeshLeaf::from_secret(&current).unwrap()
+            };
+            let (_, _, sts) = seen.last().unwrap();
+            assert_mesh_in_pod(sts, &leaf);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_mesh_ca_is_a_condition_and_nothing_is_written() {
+        let (client, mut handle) = mock();
+        let (store, mut writer) = reflector::store::<Secret>();
+        let ca = MeshCa::generate("default", SystemTime::now()).unwrap();
+        let mut ca_secret = mesh_pki::ca_secret("default", &ca, &ManagedSettings::default());
+        ca_secret.data.as_mut().unwrap().remove(mesh_pki::CA_KEY_KEY);
+        writer.apply_watcher_event(&watcher::Event::Apply(ca_secret));
+        let server = tokio::spawn(async move {
+            answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await;
+            answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await;
+            let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+            assert!(more.is_err(), "nothing is created or applied");
+        });
+        let targets =
+            Workloads::default().reconcile(&client, Some(&store), &managed_fleet(), &options()).await;
+        server.await.unwrap();
+        let c = &targets[&key()].condition;
+        assert_eq!((c.status, c.reason.as_str()), (false, "MeshCAInvalid"));
+        assert!(c.message.starts_with("Secret default/asterisk-mesh-ca: data.ca.key is missing"), "{c:?}");
     }
 
     #[tokio::test]

@@ -6,9 +6,11 @@
 //! garbage-collected with it):
 //!
 //! * a **Secret** with the AMI secret, the agent's bearer token, and the agent's self-signed TLS
-//!   certificate and key — created once, never regenerated;
+//!   certificate and key — created once, never regenerated — and the node's mesh certificate,
+//!   key and CA ([`super::mesh_pki`]: added to a Secret that lacks them, re-issued when the
+//!   namespace's mesh CA changed);
 //! * a headless **Service** (`clusterIP: None`, not-ready addresses published) for the agent's
-//!   gRPC (7443) and metrics/probes (9090);
+//!   gRPC (7443), metrics/probes (9090) and device-state mesh (7444);
 //! * a **StatefulSet** of one pod: an init container `bootstrap` writing the base Asterisk
 //!   configuration into the shared config volume, the `asterisk` container, and the `agent`
 //!   sidecar, all from `spec.managed.image`.
@@ -32,12 +34,19 @@ use kube::{Resource, ResourceExt};
 
 use super::conditions::{ConditionUpdate, types};
 use super::fleet::AgentAccess;
+use super::mesh_pki::{MESH_CA_KEY, MESH_CERT_KEY, MESH_KEY_KEY, MeshLeaf};
 use crate::crd::{AsteriskNode, ManagedNode, SipTransport};
 use crate::secret::SecretValue;
 use crate::topology::{MANAGED_GRPC_PORT, managed_workload_name};
 
 /// The agent's HTTP port (`/healthz`, `/readyz`, `/metrics`) in a managed pod.
 pub const HTTP_PORT: u16 = 9090;
+/// The agent's device-state mesh port in a managed pod (`--mesh-listen`): other agents dial it
+/// at this node's agent host; every agent of a fleet uses the same mesh port.
+pub const MESH_PORT: u16 = 7444;
+/// Pod template annotation with the fingerprint of the node's mesh certificate: a re-issued
+/// certificate rolls the pod (the agent loads its mesh certificate at start).
+pub const MESH_CERT_ANNOTATION: &str = "asterisk.operator.dev/mesh-cert";
 /// The AMI user of a managed pod (the least-privilege user of docs/agent.md).
 pub const AMI_USER: &str = "asterisk-operator";
 /// Key of the AMI secret in the node's Secret.
@@ -267,24 +276,28 @@ fn agent_dns_names(namespace: &str, node: &str) -> Vec<String> {
     vec![pod.clone(), format!("{pod}.cluster.local"), svc.clone(), format!("{svc}.cluster.local")]
 }
 
-/// The node's Secret, to create when it does not exist (never to update: its values must stay
-/// stable, or the running pod and the controller would disagree).
+/// The node's Secret, to create when it does not exist. Its credentials are never updated
+/// (their values must stay stable, or the running pod and the controller would disagree); only
+/// the mesh keys are ever added or re-issued ([`super::mesh_pki::check_leaf`]).
 pub fn secret(
     node: &AsteriskNode,
     credentials: &NodeCredentials,
+    mesh: &MeshLeaf,
     settings: &ManagedSettings,
 ) -> Result<Secret, ManagedError> {
     managed_of(node)?;
     let value = |s: &str| ByteString(s.as_bytes().to_vec());
+    let mut data = BTreeMap::from([
+        (AMI_SECRET_KEY.to_owned(), value(credentials.ami_secret.expose())),
+        (AGENT_TOKEN_KEY.to_owned(), value(credentials.agent_token.expose())),
+        (TLS_CERT_KEY.to_owned(), value(&credentials.tls_cert_pem)),
+        (TLS_KEY_KEY.to_owned(), value(credentials.tls_key_pem.expose())),
+    ]);
+    data.extend(mesh.data());
     Ok(Secret {
         metadata: owned_meta(node, settings)?,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            (AMI_SECRET_KEY.to_owned(), value(credentials.ami_secret.expose())),
-            (AGENT_TOKEN_KEY.to_owned(), value(credentials.agent_token.expose())),
-            (TLS_CERT_KEY.to_owned(), value(&credentials.tls_cert_pem)),
-            (TLS_KEY_KEY.to_owned(), value(credentials.tls_key_pem.expose())),
-        ])),
+        data: Some(data),
         ..Secret::default()
     })
 }
@@ -299,7 +312,7 @@ fn port(name: &str, port: u16, protocol: &str) -> ServicePort {
     }
 }
 
-/// The headless Service of a managed node: stable DNS for pod 0, gRPC and metrics ports.
+/// The headless Service of a managed node: stable DNS for pod 0, gRPC, metrics and mesh ports.
 /// Not-ready addresses are published, so the controller can still push a fixed bundle to an
 /// agent whose last apply failed (which makes the pod not ready).
 pub fn service(node: &AsteriskNode, settings: &ManagedSettings) -> Result<Service, ManagedError> {
@@ -310,7 +323,11 @@ pub fn service(node: &AsteriskNode, settings: &ManagedSettings) -> Result<Servic
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(&node.name_any())),
-            ports: Some(vec![port("grpc", MANAGED_GRPC_PORT, "TCP"), port("metrics", HTTP_PORT, "TCP")]),
+            ports: Some(vec![
+                port("grpc", MANAGED_GRPC_PORT, "TCP"),
+                port("metrics", HTTP_PORT, "TCP"),
+                port("mesh", MESH_PORT, "TCP"),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -375,9 +392,15 @@ fn agent_resources() -> ResourceRequirements {
 }
 
 /// The StatefulSet of a managed node: one pod with the `bootstrap` init container, Asterisk,
-/// and the agent sidecar. No secret value appears in it: secrets reach the containers only as
-/// files of the mounted Secret.
-pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<StatefulSet, ManagedError> {
+/// and the agent sidecar (with the device-state mesh on [`MESH_PORT`]). No secret value appears
+/// in it: secrets reach the containers only as files of the mounted Secret. `mesh` is the leaf
+/// the Secret holds: its fingerprint (public) is a pod annotation, so a re-issued mesh
+/// certificate restarts the pod.
+pub fn stateful_set(
+    node: &AsteriskNode,
+    settings: &ManagedSettings,
+    mesh: &MeshLeaf,
+) -> Result<StatefulSet, ManagedError> {
     let managed = managed_of(node)?;
     let name = node.name_any();
     let workload = managed_workload_name(&name);
@@ -472,6 +495,14 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
         &format!("0.0.0.0:{MANAGED_GRPC_PORT}"),
         "--http-listen",
         &format!("0.0.0.0:{HTTP_PORT}"),
+        "--mesh-listen",
+        &format!("0.0.0.0:{MESH_PORT}"),
+        "--mesh-ca",
+        &secret_file(MESH_CA_KEY),
+        "--mesh-cert",
+        &secret_file(MESH_CERT_KEY),
+        "--mesh-key",
+        &secret_file(MESH_KEY_KEY),
     ]
     .map(String::from)
     .to_vec();
@@ -483,6 +514,7 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
         ports: Some(vec![
             container_port("grpc", MANAGED_GRPC_PORT, "TCP"),
             container_port("metrics", HTTP_PORT, "TCP"),
+            container_port("mesh", MESH_PORT, "TCP"),
         ]),
         resources: Some(agent_resources()),
         volume_mounts: Some(vec![config, keys, mount("logs", paths::LOGS, true), secret]),
@@ -556,7 +588,11 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(&name, settings)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name, settings)),
+                    annotations: Some(BTreeMap::from([(MESH_CERT_ANNOTATION.to_owned(), mesh.revision())])),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..StatefulSetSpec::default()
@@ -597,8 +633,10 @@ pub fn needs_cluster() -> ConditionUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::mesh_pki::MeshCa;
     use crate::crd::{AsteriskNodeSpec, NumberingPlan};
     use crate::topology::managed_agent_endpoint;
+    use std::time::SystemTime;
 
     fn node(host_network: bool) -> AsteriskNode {
         let spec: AsteriskNodeSpec = serde_json::from_value(serde_json::json!({
@@ -620,6 +658,14 @@ mod tests {
 
     fn settings() -> ManagedSettings {
         ManagedSettings::default()
+    }
+
+    fn mesh_ca() -> MeshCa {
+        MeshCa::generate("pbx", SystemTime::now()).unwrap()
+    }
+
+    fn leaf() -> MeshLeaf {
+        mesh_ca().issue("office-a", SystemTime::now()).unwrap()
     }
 
     fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
@@ -646,7 +692,7 @@ mod tests {
     #[test]
     fn statefulset_runs_bootstrap_asterisk_and_the_agent_from_one_image() {
         let n = node(false);
-        let sts = stateful_set(&n, &settings()).unwrap();
+        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("asterisk-office-a"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("pbx"));
         let spec = sts.spec.as_ref().unwrap();
@@ -713,6 +759,18 @@ mod tests {
         assert_eq!(flag(agent, "--asterisk-log"), Some("/var/log/asterisk/messages"));
         assert_eq!(flag(agent, "--grpc-listen"), Some("0.0.0.0:7443"));
         assert_eq!(flag(agent, "--http-listen"), Some("0.0.0.0:9090"));
+        // The device-state mesh: its own port, certificate files from the mounted Secret.
+        assert_eq!(flag(agent, "--mesh-listen"), Some("0.0.0.0:7444"));
+        assert_eq!(flag(agent, "--mesh-ca"), Some("/run/secrets/asterisk-operator/mesh-ca.crt"));
+        assert_eq!(flag(agent, "--mesh-cert"), Some("/run/secrets/asterisk-operator/mesh.crt"));
+        assert_eq!(flag(agent, "--mesh-key"), Some("/run/secrets/asterisk-operator/mesh.key"));
+        let ports: Vec<_> = agent
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port, p.protocol.as_deref().unwrap()))
+            .collect();
+        assert_eq!(ports, [("grpc", 7443, "TCP"), ("metrics", 9090, "TCP"), ("mesh", 7444, "TCP")]);
         assert!(!args(agent).contains(&"--insecure"), "the managed agent serves TLS with a token");
         let ready = agent.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!((ready.path.as_deref(), &ready.port), (Some("/readyz"), &IntOrString::Int(9090)));
@@ -737,8 +795,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reissued_mesh_certificate_changes_the_pod_template() {
+        let n = node(false);
+        let (first, second) = (leaf(), leaf());
+        let annotation = |l: &MeshLeaf| {
+            let sts = stateful_set(&n, &settings(), l).unwrap();
+            sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[MESH_CERT_ANNOTATION].clone()
+        };
+        assert_eq!(annotation(&first), first.revision());
+        assert_eq!(annotation(&first).len(), 16, "a short public fingerprint");
+        assert_eq!(annotation(&first), annotation(&first.clone()), "stable while the certificate is");
+        assert_ne!(annotation(&first), annotation(&second), "a new certificate rolls the pod");
+    }
+
+    #[test]
     fn host_network_switches_the_dns_policy() {
-        let sts = stateful_set(&node(true), &settings()).unwrap();
+        let sts = stateful_set(&node(true), &settings(), &leaf()).unwrap();
         let pod = sts.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
@@ -748,9 +820,9 @@ mod tests {
     fn every_object_is_labelled_and_owned_by_the_node() {
         let n = node(false);
         let creds = NodeCredentials::generate(&n).unwrap();
-        let sts = stateful_set(&n, &settings()).unwrap();
+        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
         let svc = service(&n, &settings()).unwrap();
-        let sec = secret(&n, &creds, &settings()).unwrap();
+        let sec = secret(&n, &creds, &leaf(), &settings()).unwrap();
         for meta in [&sts.metadata, &svc.metadata, &sec.metadata] {
             let owner = &meta.owner_references.as_ref().unwrap()[0];
             assert_eq!(
@@ -774,7 +846,7 @@ mod tests {
         // Without a uid (not read from an API server) there is no owner reference to make.
         let mut orphan = n.clone();
         orphan.metadata.uid = None;
-        let e = stateful_set(&orphan, &settings()).unwrap_err().to_string();
+        let e = stateful_set(&orphan, &settings(), &leaf()).unwrap_err().to_string();
         assert!(e.starts_with("AsteriskNode pbx/office-a: metadata.uid"), "{e}");
     }
 
@@ -788,7 +860,14 @@ mod tests {
         assert_eq!(spec.selector.unwrap(), selector_labels("office-a"));
         let ports: Vec<_> =
             spec.ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap())).collect();
-        assert_eq!(ports, [("grpc".into(), 7443, "TCP".into()), ("metrics".into(), 9090, "TCP".into())]);
+        assert_eq!(
+            ports,
+            [
+                ("grpc".into(), 7443, "TCP".into()),
+                ("metrics".into(), 9090, "TCP".into()),
+                ("mesh".into(), 7444, "TCP".into())
+            ]
+        );
         assert_eq!(
             managed_agent_endpoint("pbx", "office-a"),
             "https://asterisk-office-a-0.asterisk-office-a.pbx.svc:7443"
@@ -799,14 +878,25 @@ mod tests {
     fn no_secret_value_appears_in_the_statefulset_or_service() {
         let n = node(true);
         let creds = NodeCredentials::generate(&n).unwrap();
-        let sts = serde_json::to_value(stateful_set(&n, &settings()).unwrap()).unwrap();
+        let ca = mesh_ca();
+        let mesh = ca.issue("office-a", SystemTime::now()).unwrap();
+        let sts = serde_json::to_value(stateful_set(&n, &settings(), &mesh).unwrap()).unwrap();
         let text = format!("{sts}{}", serde_json::to_string(&service(&n, &settings()).unwrap()).unwrap());
-        for (what, value) in [
-            ("AMI secret", creds.ami_secret.expose()),
-            ("agent token", creds.agent_token.expose()),
-            ("TLS key", creds.tls_key_pem.expose()),
+        // PEM values are checked line by line (JSON would escape their line breaks).
+        let lines = |pem: &str| {
+            pem.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")).map(String::from).collect()
+        };
+        for (what, values) in [
+            ("AMI secret", vec![creds.ami_secret.expose().to_owned()]),
+            ("agent token", vec![creds.agent_token.expose().to_owned()]),
+            ("TLS key", lines(creds.tls_key_pem.expose())),
+            ("mesh key", lines(mesh.key_pem.expose())),
+            ("mesh CA key", lines(ca.key_pem().expose())),
+            ("mesh certificate", lines(&mesh.cert_pem)),
         ] {
-            assert!(!text.contains(value), "the {what} leaked into the workload");
+            for value in values {
+                assert!(!text.contains(&value), "the {what} leaked into the workload");
+            }
         }
         let containers = sts["spec"]["template"]["spec"]["containers"].as_array().unwrap();
         for c in
@@ -824,7 +914,9 @@ mod tests {
         assert_ne!(creds.ami_secret, creds.agent_token);
         assert!(creds.tls_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(creds.tls_key_pem.expose().contains("PRIVATE KEY"));
-        let sec = secret(&n, &creds, &settings()).unwrap();
+        let mesh = leaf();
+        let sec = secret(&n, &creds, &mesh, &settings()).unwrap();
+        assert_eq!(MeshLeaf::from_secret(&sec), Some(mesh), "the mesh keys are in the Secret");
         let back = NodeCredentials::from_secret(&sec).unwrap();
         assert_eq!(back.ami_secret, creds.ami_secret);
         assert_eq!(back.agent_token, creds.agent_token);
@@ -848,7 +940,7 @@ mod tests {
         let mut n = node(false);
         n.spec.managed = None;
         n.spec.numbering = NumberingPlan { prefixes: vec!["3".into()], length: 4 };
-        let e = stateful_set(&n, &settings()).unwrap_err().to_string();
+        let e = stateful_set(&n, &settings(), &leaf()).unwrap_err().to_string();
         assert_eq!(
             e,
             "AsteriskNode pbx/office-a: spec.managed is absent, so the operator runs no pod for it"
