@@ -7,17 +7,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use asterisk_operator::agent::{ClientOptions, MeshOptions, bundle_to_proto, connect};
-use asterisk_operator::ami::{DeviceState, Session, SessionConfig};
-use asterisk_operator::render::{self, Bundle, EXTENSIONS_FILE};
-use asterisk_operator::secret::SecretValue;
+use asterisk_operator::agent::MeshOptions;
+use asterisk_operator::ami::DeviceState;
+use asterisk_operator::render;
 use asterisk_operator::topology;
-use support::agent::{self as ag, AMI_SECRET, AMI_USER, get, parse_metrics, value};
-use support::asterisk::Asterisk;
+use support::agent::{self as ag, get, parse_metrics, value};
 use support::fleet::{self, on_loopback};
 use support::mesh::{self as m, Pki, drive_device};
 
@@ -30,41 +27,16 @@ async fn agents_with_the_mesh_mirror_office_b_on_office_a() {
     assert_eq!(resolution.errors, vec![]);
     let mut bundles = render::render_all(&resolution.topology);
     // office-b's 4002 hint on a custom device the test can set to anything.
-    let b = &bundles["office-b"];
-    let mut files = b.files.clone();
-    let ext = files.get_mut(EXTENSIONS_FILE).unwrap();
-    *ext = ext.replace(
-        "exten => 4002,hint,PJSIP/4002\n",
-        &format!("exten => 4002,hint,{}\n", drive_device("4002")),
-    );
-    bundles.insert("office-b".into(), Bundle::new("office-b", files, b.mesh.clone()));
+    m::drive_hints(&mut bundles, "office-b", &["4002"]);
 
     let pki = Pki::new("agent");
-    let mut nodes = BTreeMap::new();
-    let mut agents = BTreeMap::new();
-    for (name, addr) in &addrs {
-        let asterisk = ag::asterisk_for_agent(name, *addr);
-        let mut opts = ag::options(&asterisk);
-        opts.mesh = Some(MeshOptions {
-            listen: SocketAddr::from((*addr, MESH_PORT)),
-            tls: Some(pki.issue(name, name)),
-            endpoints: addrs.iter().map(|(n, a)| (n.clone(), format!("https://{a}:{MESH_PORT}"))).collect(),
-        });
-        agents.insert(name.clone(), asterisk_operator::agent::start(opts).await.expect("agent starts"));
-        nodes.insert(name.clone(), asterisk);
-    }
-    for (name, agent) in &agents {
-        let mut c = connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr))).await.unwrap();
-        let r = c.apply(bundle_to_proto(&bundles[name])).await.unwrap().into_inner();
-        assert!(r.ok, "{name}: {r:?}");
-    }
-
-    let observer = |a: &Asterisk| {
-        let cfg = SessionConfig::new(a.ami_addr().to_string(), AMI_USER, SecretValue::new(AMI_SECRET));
-        Session::connect(cfg)
-    };
-    let (obs_a, obs_b) =
-        (observer(&nodes["office-a"]).await.unwrap(), observer(&nodes["office-b"]).await.unwrap());
+    let (nodes, agents) = ag::boot_mesh_agents(&addrs, &bundles, |name, addr| MeshOptions {
+        listen: SocketAddr::from((addr, MESH_PORT)),
+        tls: Some(pki.issue(name, name)),
+        endpoints: addrs.iter().map(|(n, a)| (n.clone(), format!("https://{a}:{MESH_PORT}"))).collect(),
+    })
+    .await;
+    let (obs_a, obs_b) = (ag::observer(&nodes["office-a"]).await, ag::observer(&nodes["office-b"]).await);
     let mirror = "Custom:office-b-4002";
     m::wait_device(&obs_a, mirror, DeviceState::NotInUse, Duration::from_secs(10)).await;
     for state in [DeviceState::InUse, DeviceState::Ringing, DeviceState::NotInUse] {

@@ -9,67 +9,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use asterisk_operator::ami::{DeviceState, Session};
-use asterisk_operator::mesh::{MeshConfig, MeshTls};
-use asterisk_operator::render::{MeshExport, MeshImport, MeshPlan, MeshSource};
-use support::mesh::{Pki, TestMesh, ami_config};
-
-fn plans() -> (MeshPlan, MeshPlan) {
-    let watcher = MeshPlan {
-        node: "office-a".into(),
-        sources: vec![MeshSource {
-            node: "office-b".into(),
-            endpoint: None,
-            imports: vec![MeshImport { extension: "4001".into(), device: "Custom:office-b-4001".into() }],
-        }],
-        exports: vec![],
-    };
-    let owner = MeshPlan {
-        node: "office-b".into(),
-        sources: vec![],
-        exports: vec![MeshExport {
-            extension: "4001".into(),
-            context: "operator-local".into(),
-            watchers: vec!["office-a".into()],
-        }],
-    };
-    (watcher, owner)
-}
-
-/// Owner `office-b` with `owner_tls`, watcher `office-a` with `watcher_tls`; is the owner up at
-/// the watcher within 2 s?
-async fn subscribes(owner_tls: MeshTls, watcher_tls: MeshTls) -> bool {
-    let (plan_a, plan_b) = plans();
-    let nowhere = || Session::spawn(ami_config("127.0.0.1:9".parse().unwrap()));
-    let mut cfg_b = MeshConfig::new("office-b");
-    cfg_b.tls = Some(owner_tls);
-    let owner =
-        TestMesh::start_on("office-b", SocketAddr::from(([127, 0, 0, 1], 0)), plan_b, cfg_b, nowhere()).await;
-    let mut cfg_a = MeshConfig::new("office-a");
-    cfg_a.tls = Some(watcher_tls);
-    cfg_a.endpoints = BTreeMap::from([("office-b".into(), format!("https://{}", owner.server.addr))]);
-    let watcher =
-        TestMesh::start_on("office-a", SocketAddr::from(([127, 0, 0, 1], 0)), plan_a, cfg_a, nowhere()).await;
-    let start = Instant::now();
-    let up = loop {
-        if watcher.node.owners_up() == vec!["office-b".to_owned()] {
-            break true;
-        }
-        if start.elapsed() > Duration::from_secs(2) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    if up {
-        assert_eq!(watcher.node.desired("Custom:office-b-4001"), Some(DeviceState::Unavailable));
-    } else {
-        let text = owner.node.metrics().encode();
-        assert!(text.contains("asterisk_agent_mesh_subscribers 0\n"), "{text}");
-    }
-    owner.stop().await;
-    watcher.stop().await;
-    up
-}
+use asterisk_operator::ami::Session;
+use asterisk_operator::mesh::MeshConfig;
+use support::mesh::{Pki, TestMesh, ami_config, pair_plans, subscribes};
 
 #[tokio::test]
 async fn peers_whose_certificates_name_them_subscribe() {
@@ -100,7 +42,7 @@ async fn certificates_of_another_ca_are_refused() {
 /// the timeout, not before.
 #[tokio::test]
 async fn heartbeats_keep_an_idle_stream_up_and_silence_loses_it() {
-    let (plan_a, plan_b) = plans();
+    let (plan_a, plan_b) = pair_plans();
     let nowhere = || Session::spawn(ami_config("127.0.0.1:9".parse().unwrap()));
     let owner = TestMesh::start_on(
         "office-b",

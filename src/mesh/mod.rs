@@ -357,6 +357,13 @@ mod tests {
             cfg.endpoint_of("office-b", Some("https://10.0.0.2:7443/")).unwrap(),
             "https://10.0.0.2:7444"
         );
+        // A managed owner: pod 0 under its headless Service (what the topology gives as its agent
+        // endpoint), on the fleet's mesh port; its certificate is checked against "office-c".
+        let managed = crate::topology::managed_agent_endpoint("pbx", "office-c");
+        assert_eq!(
+            cfg.endpoint_of("office-c", Some(&managed)).unwrap(),
+            "https://asterisk-office-c-0.asterisk-office-c.pbx.svc:7444"
+        );
         assert_eq!(cfg.endpoint_of("office-b", None), None);
         cfg.endpoints.insert("office-b".into(), "https://127.0.0.9:9999".into());
         assert_eq!(cfg.endpoint_of("office-b", None).unwrap(), "https://127.0.0.9:9999");

@@ -153,3 +153,33 @@ pub fn boot_with_agents(
     }
     (nodes, agents)
 }
+
+/// Boots an Asterisk (with the agent's AMI user) and an in-process agent running the mesh with
+/// `mesh(node, addr)` for every node of `addrs`, and applies each node's bundle through it.
+pub async fn boot_mesh_agents(
+    addrs: &BTreeMap<String, Ipv4Addr>,
+    bundles: &BTreeMap<String, Bundle>,
+    mut mesh: impl FnMut(&str, Ipv4Addr) -> asterisk_operator::agent::MeshOptions,
+) -> (BTreeMap<String, Asterisk>, BTreeMap<String, RunningAgent>) {
+    let mut nodes = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    for (name, addr) in addrs {
+        let asterisk = asterisk_for_agent(name, *addr);
+        let mut opts = options(&asterisk);
+        opts.mesh = Some(mesh(name, *addr));
+        agents.insert(name.clone(), asterisk_operator::agent::start(opts).await.expect("agent starts"));
+        nodes.insert(name.clone(), asterisk);
+    }
+    for (name, agent) in &agents {
+        let mut c = connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr))).await.unwrap();
+        let r = c.apply(bundle_to_proto(&bundles[name])).await.unwrap().into_inner();
+        assert!(r.ok, "{name}: {r:?}");
+    }
+    (nodes, agents)
+}
+
+/// An AMI connection of the test's own to `asterisk`, as the agent's user.
+pub async fn observer(asterisk: &Asterisk) -> asterisk_operator::ami::Session {
+    let cfg = SessionConfig::new(asterisk.ami_addr().to_string(), AMI_USER, SecretValue::new(AMI_SECRET));
+    asterisk_operator::ami::Session::connect(cfg).await.expect("AMI login")
+}

@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use asterisk_operator::ami::{self, DeviceState, ExtensionState, Session, SessionConfig, actions};
+use asterisk_operator::controller::mesh_pki::{MESH_CA_KEY, MESH_CERT_KEY, MESH_KEY_KEY, MeshLeaf};
 use asterisk_operator::mesh::{self, MeshConfig, MeshNode, MeshServer, MeshTls, PeerAuth};
-use asterisk_operator::render::{self, Bundle, MeshPlan};
+use asterisk_operator::render::{self, Bundle, MeshExport, MeshImport, MeshPlan, MeshSource};
 use asterisk_operator::secret::SecretValue;
 use asterisk_operator::topology;
 
@@ -36,6 +37,96 @@ pub const STATES: [DeviceState; 7] = [
 /// (see [`boot`]).
 pub fn drive_device(ext: &str) -> String {
     format!("Custom:drive-{ext}")
+}
+
+/// Replaces the `PJSIP/<ext>` hints of `driven` in `node`'s bundle by `Custom:drive-<ext>`
+/// (see [`drive_device`]), so a test can set every state of those hints with one Setvar.
+pub fn drive_hints(bundles: &mut BTreeMap<String, Bundle>, node: &str, driven: &[&str]) {
+    let b = &bundles[node];
+    let mut files = b.files.clone();
+    let ext = files.get_mut(render::EXTENSIONS_FILE).unwrap();
+    for e in driven {
+        *ext = ext.replace(
+            &format!("exten => {e},hint,PJSIP/{e}\n"),
+            &format!("exten => {e},hint,{}\n", drive_device(e)),
+        );
+    }
+    let rebuilt = Bundle::new(node, files, b.mesh.clone());
+    bundles.insert(node.to_owned(), rebuilt);
+}
+
+/// Writes a node's mesh keys into `dir` as the kubelet mounts its Secret (one file a key, named
+/// after it) and returns them as the agent's `--mesh-ca/--mesh-cert/--mesh-key`.
+pub fn mount_leaf(dir: &Path, leaf: &MeshLeaf) -> MeshTls {
+    std::fs::create_dir_all(dir).unwrap();
+    for (key, value) in leaf.data() {
+        std::fs::write(dir.join(key), value.0).unwrap();
+    }
+    MeshTls { ca: dir.join(MESH_CA_KEY), cert: dir.join(MESH_CERT_KEY), key: dir.join(MESH_KEY_KEY) }
+}
+
+/// Watcher `office-a` of office-b's 4001, and owner `office-b` exporting it to office-a.
+pub fn pair_plans() -> (MeshPlan, MeshPlan) {
+    let watcher = MeshPlan {
+        node: "office-a".into(),
+        sources: vec![MeshSource {
+            node: "office-b".into(),
+            endpoint: None,
+            imports: vec![MeshImport { extension: "4001".into(), device: "Custom:office-b-4001".into() }],
+        }],
+        exports: vec![],
+    };
+    let owner = MeshPlan {
+        node: "office-b".into(),
+        sources: vec![],
+        exports: vec![MeshExport {
+            extension: "4001".into(),
+            context: "operator-local".into(),
+            watchers: vec!["office-a".into()],
+        }],
+    };
+    (watcher, owner)
+}
+
+/// Is `owner` the one owner up at `watcher` within `within`?
+pub async fn owner_up(watcher: &TestMesh, owner: &str, within: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if watcher.node.owners_up() == vec![owner.to_owned()] {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// On loopback without Asterisk (the AMI sessions point nowhere; the owner's snapshot says
+/// UNAVAILABLE for what it cannot see): owner `office-b` with `owner_tls`, watcher `office-a` with `watcher_tls`; is the owner up at
+/// the watcher within 2 s?
+pub async fn subscribes(owner_tls: MeshTls, watcher_tls: MeshTls) -> bool {
+    let (plan_a, plan_b) = pair_plans();
+    let nowhere = || Session::spawn(ami_config("127.0.0.1:9".parse().unwrap()));
+    let mut cfg_b = MeshConfig::new("office-b");
+    cfg_b.tls = Some(owner_tls);
+    let owner =
+        TestMesh::start_on("office-b", SocketAddr::from(([127, 0, 0, 1], 0)), plan_b, cfg_b, nowhere()).await;
+    let mut cfg_a = MeshConfig::new("office-a");
+    cfg_a.tls = Some(watcher_tls);
+    cfg_a.endpoints = BTreeMap::from([("office-b".into(), format!("https://{}", owner.server.addr))]);
+    let watcher =
+        TestMesh::start_on("office-a", SocketAddr::from(([127, 0, 0, 1], 0)), plan_a, cfg_a, nowhere()).await;
+    let up = owner_up(&watcher, "office-b", Duration::from_secs(2)).await;
+    if up {
+        assert_eq!(watcher.node.desired("Custom:office-b-4001"), Some(DeviceState::Unavailable));
+    } else {
+        let text = owner.node.metrics().encode();
+        assert!(text.contains("asterisk_agent_mesh_subscribers 0\n"), "{text}");
+    }
+    owner.stop().await;
+    watcher.stop().await;
+    up
 }
 
 /// Renders an example for loopback and boots one Asterisk per node (registrars first). The
