@@ -28,7 +28,7 @@ fn embedded_example_renders_and_keeps_its_secrets() {
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let summary = String::from_utf8_lossy(&first.stdout);
     assert!(summary.contains("2 nodes, 4 phones, 2 trunks, 2 routes, 2 BLF mirrors"), "{summary}");
-    assert!(summary.contains("generated 6 secrets"), "{summary}");
+    assert!(summary.contains("generated 7 secrets"), "{summary}");
     for file in ["pjsip_operator.conf", "iax_operator.conf", "extensions_operator.conf", "mesh.json"] {
         assert!(out.join("office-a").join(file).is_file() && out.join("office-b").join(file).is_file());
     }

@@ -4,6 +4,7 @@
 mod blf;
 mod node;
 mod phone;
+mod provisioning;
 mod trunk;
 
 pub use blf::{
@@ -14,6 +15,7 @@ pub use node::{
     NumberingPlan, SipSettings, SipTransport,
 };
 pub use phone::{Device, DeviceVendor, Phone, PhoneSpec, PhoneStatus};
+pub use provisioning::{FirmwareLoad, Locale, NodeProvisioning, PortRange, ProvisioningStatus, TimeZone};
 pub use trunk::{AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkSpec, TrunkStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use super::{
     BlfKey, Kind, Mirror, Node, ObjectRef, PhoneLine, Reason, Resolution, ResourceSet, Topology,
-    TrunkCredential, TrunkLink, ValidationError, auth_method, name_of, phone_secret_ref, routing,
-    trunk_secret_ref,
+    TrunkCredential, TrunkLink, ValidationError, auth_method, device, name_of, phone_secret_ref,
+    provisioning_secret_ref, routing, trunk_secret_ref,
 };
 use crate::crd::{
     AsteriskNode, AuthMethod, BlfSubscription, NumberingPlan, Phone, SecretKeyRef, Trunk, TrunkProtocol,
@@ -128,7 +128,7 @@ fn candidates<'a, K: kube::Resource>(kind: Kind, list: &'a [K], errors: &mut Err
 
 /// Values that end up inside config lines must not be able to break out of them. The CRD schema
 /// states the same rules; manifests read offline bypass it, so the resolver checks again.
-fn is_host(s: &str) -> bool {
+pub(super) fn is_host(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
 }
 
@@ -280,6 +280,10 @@ fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String,
                 );
             }
         }
+        let provisioning = spec.provisioning.clone().unwrap_or_default();
+        let settings_errors = device::check_node(errors.namespace, &name, &provisioning);
+        ok &= settings_errors.is_empty();
+        errors.list.extend(settings_errors);
         if spec.agent.is_some() == spec.managed.is_some() {
             ok = false;
             errors.push(
@@ -338,6 +342,7 @@ fn resolve_nodes(list: &[AsteriskNode], errors: &mut Errors) -> BTreeMap<String,
                 phone_context: spec.phone_context.clone(),
                 codecs: spec.codecs.clone(),
                 nat: spec.nat.clone(),
+                provisioning,
             },
         );
     }
@@ -564,7 +569,7 @@ fn resolve_trunks(
     trunks
 }
 
-fn valid_cidr(cidr: &str) -> bool {
+pub(super) fn valid_cidr(cidr: &str) -> bool {
     let Some((addr, len)) = cidr.split_once('/') else { return false };
     let Ok(addr) = addr.parse::<IpAddr>() else { return false };
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -579,6 +584,7 @@ fn resolve_phones(
 ) -> BTreeMap<String, PhoneLine> {
     let mut phones = BTreeMap::new();
     let mut by_extension: BTreeMap<String, String> = BTreeMap::new();
+    let mut by_mac = BTreeMap::new();
     for (name, phone) in candidates(Kind::Phone, list, errors) {
         let spec = &phone.spec;
         let Some(node) = nodes.get(&spec.node) else {
@@ -671,6 +677,25 @@ fn resolve_phones(
         else {
             continue;
         };
+        let device = match spec.device.as_ref().map(|d| device::check(errors.namespace, &name, d, node)) {
+            None => None,
+            Some(Err(problems)) => {
+                errors.list.extend(problems);
+                continue;
+            }
+            Some(Ok(checked)) => {
+                let r = provisioning_secret_ref(phone);
+                let Some(pw) = secret_value(set, Kind::Phone, &name, "spec.device", &r, &r.key, errors)
+                else {
+                    continue;
+                };
+                if let Some(e) = device::claim_mac(&mut by_mac, errors.namespace, &name, checked.mac) {
+                    errors.list.push(e);
+                    continue;
+                }
+                Some(checked.with_password(pw))
+            }
+        };
         by_extension.insert(spec.extension.clone(), name.clone());
         phones.insert(
             name.clone(),
@@ -684,7 +709,7 @@ fn resolve_phones(
                 codecs: spec.codecs.clone().unwrap_or_else(|| node.codecs.clone()),
                 voicemail: spec.voicemail.clone(),
                 max_contacts: spec.max_contacts,
-                device: spec.device.clone(),
+                device,
             },
         );
     }
