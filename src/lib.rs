@@ -11,6 +11,7 @@ pub mod crd;
 pub mod manifest;
 pub mod mesh;
 pub mod offline;
+pub mod provision;
 pub mod render;
 pub mod secret;
 pub mod topology;

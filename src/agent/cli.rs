@@ -86,6 +86,42 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
+    /// Serve the desk phones' files over TFTP, on ADDR[:PORT] (alone: 0.0.0.0:69).
+    #[arg(long, env = "AO_AGENT_PROVISION_TFTP", num_args = 0..=1, default_missing_value = "0.0.0.0:69", value_parser = listen_addr(crate::provision::TFTP_PORT))]
+    pub provision_tftp: Option<SocketAddr>,
+    /// Serve them over HTTP, on ADDR[:PORT] (alone: 0.0.0.0:6970).
+    #[arg(long, env = "AO_AGENT_PROVISION_HTTP", num_args = 0..=1, default_missing_value = "0.0.0.0:6970", value_parser = listen_addr(crate::provision::HTTP_PORT))]
+    pub provision_http: Option<SocketAddr>,
+    /// Serve them over HTTPS, on ADDR[:PORT] (alone: 0.0.0.0:6971); needs --provision-tls-cert/-key.
+    #[arg(long, env = "AO_AGENT_PROVISION_HTTPS", num_args = 0..=1, default_missing_value = "0.0.0.0:6971", value_parser = listen_addr(crate::provision::HTTPS_PORT), requires_all = ["provision_tls_cert", "provision_tls_key"])]
+    pub provision_https: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the provisioning HTTPS listener.
+    #[arg(long, env = "AO_AGENT_PROVISION_TLS_CERT", requires = "provision_https")]
+    pub provision_tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "AO_AGENT_PROVISION_TLS_KEY", requires = "provision_https")]
+    pub provision_tls_key: Option<PathBuf>,
+    /// Where the served provisioning files are kept between restarts (not under --config-dir);
+    /// used when a --provision-* server runs.
+    #[arg(
+        long,
+        env = "AO_AGENT_PROVISIONING_FILE",
+        default_value = "/var/lib/asterisk-operator/provisioning.json"
+    )]
+    pub provisioning_file: PathBuf,
+}
+
+/// A listen address `ADDR:PORT`, or `ADDR` alone with `default_port`.
+fn listen_addr(default_port: u16) -> impl Fn(&str) -> Result<SocketAddr, String> + Clone {
+    move |text: &str| {
+        text.parse::<SocketAddr>()
+            .or_else(|_| {
+                text.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, default_port))
+            })
+            .map_err(|_| format!("{text:?} is not ADDR or ADDR:PORT"))
+    }
 }
 
 impl AgentArgs {
@@ -107,6 +143,9 @@ impl AgentArgs {
         node.ping_timeout = Duration::from_secs_f64(self.ping_timeout);
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
+        let serves_phones =
+            self.provision_tftp.is_some() || self.provision_http.is_some() || self.provision_https.is_some();
+        node.provisioning_file = serves_phones.then(|| self.provisioning_file.clone());
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
                 cert: cert.clone(),
@@ -134,6 +173,14 @@ impl AgentArgs {
                 },
                 endpoints: Default::default(),
             }),
+            provision: crate::provision::ProvisionOptions {
+                tftp: self.provision_tftp,
+                http: self.provision_http,
+                https: self.provision_https,
+                tls_cert: self.provision_tls_cert.clone(),
+                tls_key: self.provision_tls_key.clone(),
+                tftp_max_blksize: None,
+            },
         })
     }
 }

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub bundle_info: Family<HashLabel, Gauge>,
     /// The device-state mesh's metrics (`asterisk_agent_mesh_*`).
     pub mesh: crate::mesh::MeshMetrics,
+    /// Provisioning fetches and files (`asterisk_agent_provisioning_*`).
+    pub provisioning: crate::provision::ProvisionMetrics,
     /// Last values of the session's monotonic counters, to turn them into increments.
     seen: Mutex<Seen>,
 }
@@ -136,6 +138,7 @@ impl Metrics {
             apply_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             bundle_info: Family::default(),
             mesh: crate::mesh::MeshMetrics::default(),
+            provisioning: crate::provision::ProvisionMetrics::default(),
             seen: Mutex::new(Seen::default()),
         };
         let r = &mut registry;
@@ -202,6 +205,7 @@ impl Metrics {
             m.bundle_info.clone(),
         );
         m.mesh.register(r);
+        m.provisioning.register(r);
         Metrics { registry, ..m }
     }
 

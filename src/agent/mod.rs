@@ -7,6 +7,7 @@
 //! * [`metrics`] — the Prometheus registry.
 //! * [`server`] — gRPC `Agent` service (token / mTLS) and the HTTP endpoints.
 //! * [`client`] — connecting to an agent (the controller and `push`).
+//! * [`provisioning`] — the desk phones' files in the gRPC messages (served by `crate::provision`).
 //! * [`cli`] — the `agent` and `push` commands.
 
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod plan;
+pub mod provisioning;
 pub mod server;
 
 /// Generated gRPC types and the tonic client/server of `proto/agent.proto`.

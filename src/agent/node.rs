@@ -2,7 +2,7 @@
 //! the metrics. The gRPC and HTTP servers are thin shells around a shared [`Node`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,8 @@ use crate::ami::actions::{
     self, CoreSettings, CoreShowChannels, IAXpeers, PJSIPShowContacts, PJSIPShowEndpoints, Ping, Reload,
 };
 use crate::ami::{Action, Event, Session, TypedAction};
-use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, MeshPlan, PJSIP_FILE};
+use crate::provision::ProvisionStore;
+use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, MeshPlan, PJSIP_FILE, PROVISIONING_DIR};
 
 /// Where and how the agent applies bundles.
 #[derive(Clone, Debug)]
@@ -41,6 +42,10 @@ pub struct NodeConfig {
     pub boot_timeout: Duration,
     /// One `asterisk_phone_registered{endpoint}` gauge per phone.
     pub per_phone_metrics: bool,
+    /// Where the desk phones' provisioning files are kept between restarts (never under
+    /// `config_dir`: Asterisk must not read them); `None`: in memory only (an agent that
+    /// serves no phones).
+    pub provisioning_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -56,6 +61,7 @@ impl NodeConfig {
             poll_interval: Duration::from_secs(15),
             boot_timeout: Duration::from_secs(60),
             per_phone_metrics: false,
+            provisioning_file: None,
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct Node {
     pub cfg: NodeConfig,
     pub session: Session,
     pub metrics: Metrics,
+    /// The desk phones' provisioning files the agent serves.
+    pub provisioning: Arc<ProvisionStore>,
     status: Mutex<Status>,
     booted: watch::Sender<bool>,
     /// Serializes applies (the queue in front of it keeps only the newest waiting bundle).
@@ -147,11 +155,14 @@ impl Node {
         }
         let metrics = Metrics::new();
         metrics.set_bundle(&status.applied_hash);
+        let provisioning =
+            Arc::new(ProvisionStore::open(cfg.provisioning_file.as_deref(), metrics.provisioning.clone()));
         let (booted, _) = watch::channel(false);
         let node = Arc::new(Node {
             cfg,
             session,
             metrics,
+            provisioning,
             status: Mutex::new(status),
             booted,
             apply_lock: tokio::sync::Mutex::new(()),
@@ -215,6 +226,7 @@ impl Node {
             ami_connected: self.session.is_connected(),
             last_reload_unix: st.last_reload.map_or(0, |t| unix_seconds(t) as i64),
             ready: self.readiness().is_ok(),
+            provisioning_fetches: self.provisioning.last_fetches().iter().map(Into::into).collect(),
         }
     }
 
@@ -237,6 +249,17 @@ impl Node {
         let start = Instant::now();
         let mut result = proto::ApplyResult::default();
         let outcome = self.apply_locked(bundle, &mut result).await;
+        // Provisioning files follow only an Asterisk configuration in force: a phone must not
+        // get a password Asterisk does not have yet. They reload nothing.
+        let outcome = outcome.and_then(|()| {
+            let changed = self
+                .provisioning
+                .apply(&bundle.provisioning)
+                .map_err(|e| Failure::new(PROVISIONING_DIR, e.to_string()))?;
+            result.unchanged &= changed.is_empty();
+            result.provisioning_changed = changed;
+            Ok(())
+        });
         result.duration_seconds = start.elapsed().as_secs_f64();
         let mut st = lock(&self.status);
         match outcome {
@@ -682,27 +705,7 @@ fn list(names: &[&str]) -> String {
 /// Temp file in the target's directory, fsync, rename over the target. Mode 0640: Asterisk (same
 /// user or group as the agent) must read it; the files hold secrets.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.ao-tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o640);
-    let written = options.open(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    crate::secret::write_secret_file(path, bytes, 0o640)
 }
 
 /// Tracks FullyBooted (ready for applies), uptime and reloads from AMI events.
@@ -764,7 +767,8 @@ pub fn bundle_from_proto(b: proto::Bundle) -> Result<Bundle, String> {
         serde_json::from_str(&b.mesh_json).map_err(|e| format!("mesh plan is not valid JSON: {e}"))?
     };
     let files: BTreeMap<String, String> = b.files.into_iter().collect();
-    let bundle = Bundle::new(&b.node, files, mesh);
+    let provisioning = super::provisioning::from_proto(b.provisioning_files, &b.provisioning_json)?;
+    let bundle = Bundle::new(&b.node, files, mesh).with_provisioning(provisioning);
     if !b.hash.is_empty() && b.hash != bundle.hash {
         return Err(format!(
             "bundle hash {} does not match its content ({}): corrupted or edited in transit",
@@ -781,5 +785,6 @@ pub fn bundle_to_proto(b: &Bundle) -> proto::Bundle {
         hash: b.hash.clone(),
         files: b.files.clone().into_iter().collect(),
         mesh_json: serde_json::to_string(&b.mesh).expect("mesh plan serializes"),
+        ..super::provisioning::to_proto(&b.provisioning)
     }
 }

@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub insecure: bool,
     /// Take part in the device-state mesh.
     pub mesh: Option<MeshOptions>,
+    /// Serve the desk phones' provisioning files (TFTP, HTTP, HTTPS).
+    pub provision: crate::provision::ProvisionOptions,
 }
 
 impl AgentOptions {
@@ -72,6 +74,15 @@ impl AgentOptions {
             return Err(AgentError::Options(
                 "no caller authentication: give --tls-client-ca (mTLS) or --token-file".into(),
             ));
+        }
+        if let Some(file) = &self.node.provisioning_file
+            && file.starts_with(&self.node.config_dir)
+        {
+            return Err(AgentError::Options(format!(
+                "--provisioning-file {} is inside Asterisk's config folder {}: keep the phones' files where Asterisk does not read them",
+                file.display(),
+                self.node.config_dir.display()
+            )));
         }
         if self.mesh.as_ref().is_some_and(|m| m.tls.is_none()) && !self.insecure {
             return Err(AgentError::Options(
@@ -186,6 +197,8 @@ pub struct RunningAgent {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub node: Arc<Node>,
+    /// The provisioning servers and their bound addresses.
+    pub provision: crate::provision::RunningProvision,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     mesh: Option<RunningMesh>,
@@ -198,6 +211,7 @@ impl RunningAgent {
         if let Some(mesh) = self.mesh {
             mesh.shutdown().await;
         }
+        self.provision.stopped(SHUTDOWN_GRACE).await;
         // Graceful: servers stop accepting and finish in-flight calls. A client that keeps an
         // idle connection open (HTTP/2, keep-alive) would hold that forever, so it gets a grace
         // period and is then cut.
@@ -253,6 +267,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         Some(m) => Some(RunningMesh::start(&opts.node.node, m, &node).await?),
         None => None,
     };
+    let provision =
+        crate::provision::start(&opts.provision, node.provisioning.clone(), stopped.clone()).await?;
 
     let service = agent_server::AgentServer::with_interceptor(
         AgentService::new(node.clone()),
@@ -297,7 +313,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         token = opts.token.is_some(),
         "agent started"
     );
-    Ok(RunningAgent { grpc_addr, http_addr, node, stop, tasks: vec![grpc_task, http_task], mesh })
+    Ok(RunningAgent { grpc_addr, http_addr, node, provision, stop, tasks: vec![grpc_task, http_task], mesh })
 }
 
 /// The mesh beside the agent: it follows the applied bundle's mesh plan.

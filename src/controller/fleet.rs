@@ -57,6 +57,8 @@ pub(crate) struct NodePush {
     hash: String,
     failures: u32,
     next_try: Instant,
+    /// When the agent last answered Status (the node's counts, its phones' fetches).
+    status_at: Instant,
 }
 
 /// What one reconcile did.
@@ -71,6 +73,9 @@ pub struct ReconcileReport {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How old the status of an applied node with desk phones may grow before its agent is asked
+/// again (when its phones last fetched their files): the agent's own poll interval.
+const STATUS_REFRESH: Duration = Duration::from_secs(15);
 
 /// Push bookkeeping and the last statuses, carried between reconciles.
 #[derive(Debug, Default)]
@@ -123,6 +128,7 @@ impl FleetReconciler {
         let mut report = ReconcileReport::default();
         let now = Instant::now();
         let mut tasks = JoinSet::new();
+        let mut refreshes = JoinSet::new();
         for (namespace, fleet) in fleets {
             report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
             for (node, bundle) in &fleet.bundles {
@@ -135,10 +141,19 @@ impl FleetReconciler {
                             && p.next_try <= now
                     }
                 };
+                let target = fleet.resolution.topology.nodes.get(node);
                 if !due {
+                    // Only nodes with desk phones: their Phones show when they last fetched.
+                    if let (Some(p), Some(url)) =
+                        (self.pushes.get(&key), target.and_then(|n| n.agent_endpoint.clone()))
+                        && !bundle.provisioning.is_empty()
+                        && p.status_at + STATUS_REFRESH <= now
+                        && let Some(access) = self.access_of(&key, target.is_some_and(|n| n.managed))
+                    {
+                        refreshes.spawn(async move { (key, status(&url, &access).await) });
+                    }
                     continue;
                 }
-                let target = fleet.resolution.topology.nodes.get(node);
                 let endpoint = target.and_then(|n| n.agent_endpoint.clone());
                 let access = match target.is_some_and(|n| n.managed) {
                     false => Ok(self.agents.clone()),
@@ -175,7 +190,19 @@ impl FleetReconciler {
                     tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")
                 }
             }
-            self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
+            let (next_try, status_at) = (Instant::now() + backoff, Instant::now());
+            self.pushes.insert(key, NodePush { outcome, hash, failures, next_try, status_at });
+        }
+        while let Some(joined) = refreshes.join_next().await {
+            let Ok((key, fresh)) = joined else { continue };
+            if let Some(NodePush { outcome: NodeOutcome::Applied { status, .. }, status_at, .. }) =
+                self.pushes.get_mut(&key)
+            {
+                *status_at = Instant::now();
+                if let Some(fresh) = fresh {
+                    *status = Some(fresh);
+                }
+            }
         }
         // Forget nodes that are gone.
         self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
@@ -223,8 +250,23 @@ fn short_outcome(outcome: &NodeOutcome) -> String {
     }
 }
 
-/// Pushes one bundle and asks for the node's status.
-async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
+impl FleetReconciler {
+    /// How to reach a node's agent now, when it can be reached.
+    fn access_of(&self, key: &(String, String), managed: bool) -> Option<AgentAccess> {
+        match managed {
+            false => Some(self.agents.clone()),
+            true => self.managed.get(key).and_then(|t| t.access.clone()),
+        }
+    }
+}
+
+/// Asks an agent for its node's status alone (no bundle).
+async fn status(url: &str, access: &AgentAccess) -> Option<Box<crate::agent::proto::NodeStatus>> {
+    let mut client = connect(&client_options(url, access)).await.ok()?;
+    client.status(StatusRequest {}).await.ok().map(|s| Box::new(s.into_inner()))
+}
+
+fn client_options(url: &str, access: &AgentAccess) -> ClientOptions {
     let mut opts = ClientOptions::new(url);
     opts.token = access.token.clone();
     opts.tls_ca = access.tls_ca.clone();
@@ -235,7 +277,12 @@ async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
     if let Some(t) = access.timeout {
         opts.timeout = t;
     }
-    let mut client = match connect(&opts).await {
+    opts
+}
+
+/// Pushes one bundle and asks for the node's status.
+async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
+    let mut client = match connect(&client_options(url, access)).await {
         Ok(c) => c,
         Err(e) => return NodeOutcome::Unreachable(e.to_string()),
     };

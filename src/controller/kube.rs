@@ -437,6 +437,7 @@ fn missing_with_owners(set: &ResourceSet) -> Vec<(crate::crd::SecretKeyRef, Owne
     };
     for p in &set.phones {
         owner_of(phone_secret_ref(p), p.controller_owner_ref(&()));
+        owner_of(topology::provisioning_secret_ref(p), p.controller_owner_ref(&()));
     }
     for t in &set.trunks {
         owner_of(trunk_secret_ref(t), t.controller_owner_ref(&()));

@@ -18,7 +18,10 @@ pub mod provision;
 
 pub use bundle::{Bundle, BundleError, MESH_PLAN_FILE};
 pub use mesh::{MeshExport, MeshImport, MeshPlan, MeshSource};
-pub use provision::{PROVISIONING_DIR, PROVISIONING_INDEX_FILE, Provisioning, ProvisioningIndex, ServedFile};
+pub use provision::{
+    PROVISIONING_DIR, PROVISIONING_INDEX_FILE, Provisioning, ProvisioningIndex, ServedFile,
+    credential_verifier,
+};
 
 use crate::topology::Topology;
 
