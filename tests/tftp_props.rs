@@ -23,13 +23,16 @@ fn packet() -> impl Strategy<Value = Packet> {
             mode,
             options
         })),
-        (name(), mode, options.clone())
-            .prop_map(|(filename, mode, options)| Packet::Wrq(Request { filename, mode, options })),
+        (name(), mode, options.clone()).prop_map(|(filename, mode, options)| Packet::Wrq(Request {
+            filename,
+            mode,
+            options
+        })),
         (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..600))
             .prop_map(|(block, data)| Packet::Data { block, data }),
         any::<u16>().prop_map(|block| Packet::Ack { block }),
-        (prop_oneof![Just(0u16), Just(1), Just(2), Just(4), Just(5), Just(8), Just(7)], "[ -~]{0,30}").prop_map(
-            |(code, message)| {
+        (prop_oneof![Just(0u16), Just(1), Just(2), Just(4), Just(5), Just(8), Just(7)], "[ -~]{0,30}")
+            .prop_map(|(code, message)| {
                 let code = match code {
                     0 => ErrorCode::NotDefined,
                     1 => ErrorCode::FileNotFound,
@@ -40,8 +43,7 @@ fn packet() -> impl Strategy<Value = Packet> {
                     c => ErrorCode::Other(c),
                 };
                 Packet::Error { code, message }
-            }
-        ),
+            }),
         options.prop_map(|options| Packet::Oack { options }),
     ]
 }
@@ -75,7 +77,9 @@ impl Client {
                 }
                 Some(self.last_sent.clone())
             }
-            Packet::Data { block, .. } if block == self.expected.wrapping_sub(1) => Some(Packet::Ack { block }.encode()),
+            Packet::Data { block, .. } if block == self.expected.wrapping_sub(1) => {
+                Some(Packet::Ack { block }.encode())
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
