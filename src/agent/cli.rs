@@ -327,3 +327,69 @@ pub fn result_text(node: &str, bundle: &Bundle, r: &super::proto::ApplyResult) -
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn args(extra: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let base = [
+            "agent",
+            "--node",
+            "office-a",
+            "--ami-secret-file",
+            "/dev/null",
+            "--config-dir",
+            "/etc/asterisk",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.agent)
+    }
+
+    #[test]
+    fn provisioning_servers_are_off_unless_asked_and_take_their_default_ports() {
+        let a = args(&[]).unwrap();
+        assert_eq!((a.provision_tftp, a.provision_http, a.provision_https), (None, None, None));
+        let a = args(&["--provision-tftp", "--provision-http", "10.20.0.2"]).unwrap();
+        assert_eq!(a.provision_tftp, Some("0.0.0.0:69".parse().unwrap()));
+        assert_eq!(a.provision_http, Some("10.20.0.2:6970".parse().unwrap()));
+        let a = args(&["--provision-tftp", "127.0.0.1:6969", "--provision-http=[::1]"]).unwrap();
+        assert_eq!(a.provision_tftp, Some("127.0.0.1:6969".parse().unwrap()));
+        assert_eq!(a.provision_http, Some("[::1]:6970".parse().unwrap()));
+        assert!(args(&["--provision-https"]).is_err(), "HTTPS needs a certificate and key");
+        assert!(args(&["--provision-tftp", "not-an-address"]).is_err());
+    }
+
+    #[test]
+    fn the_provisioning_file_is_only_used_when_serving_and_never_in_the_config_folder() {
+        let dir = std::env::temp_dir().join(format!("ao-cli-prov-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("ami-secret");
+        std::fs::write(&secret, "AgentAmiSecret0\n").unwrap();
+        let secret = secret.to_string_lossy().into_owned();
+        let with = |extra: &[&str]| {
+            let mut a = args(extra).unwrap();
+            a.ami_secret_file = secret.clone().into();
+            a.insecure = true;
+            a.options().unwrap()
+        };
+        assert_eq!(with(&[]).node.provisioning_file, None);
+        let opts = with(&["--provision-tftp"]);
+        assert_eq!(
+            opts.node.provisioning_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/asterisk-operator/provisioning.json"))
+        );
+        opts.check().unwrap();
+        let inside = with(&["--provision-http", "--provisioning-file", "/etc/asterisk/phones.json"]);
+        let err = inside.check().unwrap_err().to_string();
+        assert!(err.contains("inside Asterisk's config folder"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
