@@ -134,7 +134,7 @@ proptest! {
         let mode = if netascii { Mode::NetAscii } else { Mode::Octet };
         let request = Request { filename: "f".into(), mode, options };
         let limits = Limits { retries: 5, ..Limits::default() };
-        let (mut server, first) = Transfer::start(&request, &file, &limits).unwrap();
+        let (mut server, first) = Transfer::start(&request, &file[..], &limits).unwrap();
         let mut client = Client { received: Vec::new(), blksize: 512, expected: 1, last_sent: Vec::new(), done: false };
         // In flight: (to_client, bytes).
         let mut wire: VecDeque<(bool, Vec<u8>)> = VecDeque::from([(true, first)]);

@@ -124,7 +124,13 @@ pub async fn start(
     let mut running = RunningProvision::default();
     let tcp = |what: &'static str, addr: SocketAddr| async move {
         let bind = |source| ProvisionError::Bind { what, addr, source };
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+        let socket = socket.map_err(bind)?;
+        socket.set_reuseaddr(true).map_err(bind)?;
+        socket.bind(addr).map_err(bind)?;
+        // Room for every phone of a building connecting at once (capped by net.core.somaxconn).
+        let listener = socket.listen(4096).map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         Ok::<_, ProvisionError>((listener, local))
     };

@@ -25,6 +25,22 @@ use super::store::ProvisionStore;
 
 /// Transfers in flight at most; more requests are told to retry.
 const MAX_TRANSFERS: usize = 1024;
+/// Receive buffer asked for the listening socket: a building's phones booting after a power cut
+/// send their requests within milliseconds, more than the kernel's default buffer (≈200 KiB of
+/// small datagrams) holds. The kernel caps it at `net.core.rmem_max`.
+const LISTEN_BUFFER: usize = 4 << 20;
+
+/// The listening socket, with a receive buffer for a boot storm.
+fn listen_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(LISTEN_BUFFER) {
+        tracing::warn!(error = %e, "TFTP: cannot enlarge the receive buffer; requests of a boot storm may need a retry");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// The running server.
 pub struct TftpServer {
@@ -42,7 +58,7 @@ pub async fn start(
     mut stop: watch::Receiver<bool>,
 ) -> Result<TftpServer, ProvisionError> {
     let bind = |source| ProvisionError::Bind { what: "TFTP", addr: listen, source };
-    let socket = UdpSocket::bind(listen).await.map_err(bind)?;
+    let socket = listen_socket(listen).map_err(bind)?;
     let addr = socket.local_addr().map_err(bind)?;
     let slots = Arc::new(Semaphore::new(MAX_TRANSFERS));
     let task = tokio::spawn(async move {
@@ -127,7 +143,7 @@ async fn serve(request: Request, local: IpAddr, peer: SocketAddr, store: &Provis
             return;
         }
     };
-    fetch.result = match run(&request, &file.contents, local, peer, limits).await {
+    fetch.result = match run(&request, file.contents.clone(), local, peer, limits).await {
         Ok(()) => FetchResult::Ok,
         Err(why) => {
             tracing::info!(file = %file.name, source = %peer, reason = %why, "TFTP transfer failed");
@@ -140,7 +156,7 @@ async fn serve(request: Request, local: IpAddr, peer: SocketAddr, store: &Provis
 /// Runs one transfer to its end.
 async fn run(
     request: &Request,
-    contents: &[u8],
+    contents: Arc<[u8]>,
     local: IpAddr,
     peer: SocketAddr,
     limits: &Limits,
@@ -154,7 +170,8 @@ async fn run(
         }
     };
     socket.send_to(&first, peer).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4 + usize::from(packet::MAX_BLKSIZE)];
+    // Clients send ACKs and ERRORs here: small datagrams (a longer one is cut, and is no ACK).
+    let mut buf = vec![0u8; 1024];
     // Only a packet that moves the transfer on restarts the clock: a client repeating itself
     // cannot hold off the retransmission.
     let mut deadline = tokio::time::Instant::now() + transfer.timeout();

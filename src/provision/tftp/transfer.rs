@@ -64,11 +64,15 @@ pub struct Transfer {
 impl Transfer {
     /// Starts serving `file` for `request`: the first packet to send is an OACK when the client
     /// asked for options the server understands, else DATA block 1. `Err` is the ERROR packet
-    /// to send instead (a mode the server refuses).
-    pub fn start(request: &Request, file: &[u8], limits: &Limits) -> Result<(Transfer, Vec<u8>), Vec<u8>> {
+    /// to send instead (a mode the server refuses). In octet mode the file is shared, not copied.
+    pub fn start(
+        request: &Request,
+        file: impl Into<Arc<[u8]>>,
+        limits: &Limits,
+    ) -> Result<(Transfer, Vec<u8>), Vec<u8>> {
         let data: Arc<[u8]> = match request.mode {
-            Mode::Octet => Arc::from(file),
-            Mode::NetAscii => Arc::from(packet::to_netascii(file)),
+            Mode::Octet => file.into(),
+            Mode::NetAscii => Arc::from(packet::to_netascii(&file.into())),
             Mode::Mail => {
                 return Err(Packet::Error {
                     code: ErrorCode::IllegalOperation,
@@ -207,7 +211,7 @@ mod tests {
     #[test]
     fn without_options_data_starts_at_once_and_a_full_last_block_is_followed_by_an_empty_one() {
         let file = vec![7u8; 1024];
-        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &[]), &file, &Limits::default()).unwrap();
+        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &[]), &file[..], &Limits::default()).unwrap();
         assert_eq!(data(&Step::Send(first)), (1, 512));
         assert_eq!(data(&t.on_packet(&ack(1))), (2, 512));
         assert_eq!(data(&t.on_packet(&ack(2))), (3, 0));
@@ -218,7 +222,7 @@ mod tests {
     fn options_are_granted_within_limits_and_acknowledged_by_ack_zero() {
         let limits = Limits { max_blksize: 1468, ..Limits::default() };
         let asked = [("blksize", "8192"), ("tsize", "0"), ("timeout", "3"), ("windowsize", "4")];
-        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &asked), &[1; 3000], &limits).unwrap();
+        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &asked), &[1u8; 3000][..], &limits).unwrap();
         assert_eq!(
             packet::decode(&first).unwrap(),
             Packet::Oack {
@@ -240,7 +244,7 @@ mod tests {
     fn bad_option_values_are_left_out_not_fatal() {
         let (_, first) = Transfer::start(
             &rrq(Mode::Octet, &[("blksize", "4"), ("timeout", "0")]),
-            b"x",
+            &b"x"[..],
             &Limits::default(),
         )
         .unwrap();
@@ -250,7 +254,7 @@ mod tests {
     #[test]
     fn duplicate_acks_are_ignored_and_timeouts_resend_until_the_retries_run_out() {
         let limits = Limits { retries: 2, ..Limits::default() };
-        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &[]), &[0; 600], &limits).unwrap();
+        let (mut t, first) = Transfer::start(&rrq(Mode::Octet, &[]), &[0u8; 600][..], &limits).unwrap();
         let second = t.on_packet(&ack(1));
         assert_eq!(data(&second), (2, 88));
         assert_eq!(t.on_packet(&ack(1)), Step::Wait, "no Sorcerer's Apprentice");
@@ -265,7 +269,8 @@ mod tests {
     #[test]
     fn a_client_error_ends_the_transfer() {
         let (mut t, _) =
-            Transfer::start(&rrq(Mode::Octet, &[("tsize", "0")]), &[0; 10], &Limits::default()).unwrap();
+            Transfer::start(&rrq(Mode::Octet, &[("tsize", "0")]), &[0u8; 10][..], &Limits::default())
+                .unwrap();
         let err = Packet::Error { code: ErrorCode::OptionRefused, message: "no".into() }.encode();
         assert!(matches!(t.on_packet(&err), Step::Failed(m) if m.contains("OptionRefused")));
     }
@@ -273,10 +278,11 @@ mod tests {
     #[test]
     fn netascii_sends_converted_text_and_mail_mode_is_refused() {
         let (t, first) =
-            Transfer::start(&rrq(Mode::NetAscii, &[("tsize", "0")]), b"a\nb\n", &Limits::default()).unwrap();
+            Transfer::start(&rrq(Mode::NetAscii, &[("tsize", "0")]), &b"a\nb\n"[..], &Limits::default())
+                .unwrap();
         assert_eq!(t.size(), 6);
         assert!(matches!(packet::decode(&first).unwrap(), Packet::Oack { options } if options[0].1 == "6"));
-        let err = Transfer::start(&rrq(Mode::Mail, &[]), b"x", &Limits::default()).unwrap_err();
+        let err = Transfer::start(&rrq(Mode::Mail, &[]), &b"x"[..], &Limits::default()).unwrap_err();
         assert!(matches!(
             packet::decode(&err).unwrap(),
             Packet::Error { code: ErrorCode::IllegalOperation, .. }
@@ -288,7 +294,7 @@ mod tests {
         // 65536 blocks of 8 bytes and an empty last one: block 65536 goes out as 0.
         let file = vec![1u8; 8 * 65536];
         let (mut t, _) =
-            Transfer::start(&rrq(Mode::Octet, &[("blksize", "8")]), &file, &Limits::default()).unwrap();
+            Transfer::start(&rrq(Mode::Octet, &[("blksize", "8")]), &file[..], &Limits::default()).unwrap();
         let mut step = t.on_packet(&ack(0));
         let mut n: u64 = 1;
         loop {
