@@ -191,3 +191,28 @@ fn content_hash(files: &BTreeMap<String, String>, mesh: &MeshPlan, provisioning:
     }
     hex::encode(h.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DeviceVendor;
+    use crate::render::ServedFile;
+
+    #[test]
+    fn a_written_folder_reads_back_as_the_same_bundle_provisioning_included() {
+        let mut provisioning = Provisioning::default();
+        provisioning.files.insert("001a2b3c4d5e.cfg".into(), "#!version:1.0.0.1\n".into());
+        provisioning.index.files.insert(
+            "001a2b3c4d5e.cfg".into(),
+            ServedFile { phone: Some("p".into()), vendor: DeviceVendor::Yealink },
+        );
+        let files = BTreeMap::from([("pjsip_operator.conf".to_owned(), "[x]\n".to_owned())]);
+        let bundle = Bundle::new("a", files, MeshPlan { node: "a".into(), ..MeshPlan::default() })
+            .with_provisioning(provisioning);
+        let dir = std::env::temp_dir().join(format!("ao-bundle-{}", std::process::id()));
+        bundle.write_to(&dir).unwrap();
+        assert!(dir.join("provisioning/001a2b3c4d5e.cfg").is_file());
+        assert_eq!(Bundle::read_from("a", &dir).unwrap(), bundle);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
