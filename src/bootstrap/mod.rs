@@ -12,7 +12,6 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::agent::client::read_secret_file;
 use crate::secret::SecretValue;
 
 /// The embedded base files: (file name, template). Placeholders are `@NAME@` words.
@@ -102,7 +101,7 @@ pub enum BootstrapError {
     },
     /// The AMI secret file could not be read.
     #[error("--ami-secret-file: {0}")]
-    Secret(#[from] crate::agent::error::AgentError),
+    Secret(#[from] crate::secret::SecretFileError),
     /// A file could not be written.
     #[error("writing {path}: {source}")]
     Write {
@@ -217,7 +216,7 @@ pub fn render(
 /// file, fsync, rename): `manager.conf` mode 0600, the others 0640. Files that are not base
 /// files — the operator-rendered ones above all — are left as they are.
 pub fn write(args: &BootstrapArgs) -> Result<BootstrapReport, BootstrapError> {
-    let secret = read_secret_file(&args.ami_secret_file)?;
+    let secret = SecretValue::read_file(&args.ami_secret_file)?;
     let files = render(args, &secret)?;
     let dir = &args.config_dir;
     std::fs::create_dir_all(dir).map_err(|source| BootstrapError::Write { path: dir.clone(), source })?;
