@@ -147,10 +147,7 @@ pub fn render(
     args: &BootstrapArgs,
     secret: &SecretValue,
 ) -> Result<Vec<(&'static str, String)>, BootstrapError> {
-    let node_ok = !args.node.is_empty()
-        && args.node.len() <= 63
-        && args.node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !node_ok {
+    if !crate::crd::rules::is_dns_label(&args.node) {
         return Err(BootstrapError::Invalid {
             flag: "node",
             problem: format!("{:?} is not an AsteriskNode name (a DNS-1123 label)", args.node),

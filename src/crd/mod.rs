@@ -4,6 +4,7 @@
 mod blf;
 mod node;
 mod phone;
+pub mod rules;
 mod trunk;
 
 pub use blf::{
