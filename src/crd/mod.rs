@@ -15,7 +15,9 @@ pub use node::{
     NumberingPlan, SipSettings, SipTransport,
 };
 pub use phone::{Device, DeviceVendor, Phone, PhoneSpec, PhoneStatus};
-pub use trunk::{AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkSpec, TrunkStatus};
+pub use trunk::{
+    AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkRouteStatus, TrunkSpec, TrunkStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -201,9 +201,10 @@ pub struct AsteriskNodeStatus {
     /// Asterisk version as the server reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asterisk_version: Option<String>,
-    /// Seconds since Asterisk started.
+    /// When Asterisk started (RFC 3339); a timestamp rather than an uptime, so the status
+    /// only changes when Asterisk restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uptime_seconds: Option<u64>,
+    pub started_at: Option<String>,
     /// Content hash of the bundle the agent last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_bundle_hash: Option<String>,

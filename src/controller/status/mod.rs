@@ -1,5 +1,11 @@
 //! Status of every resource, computed from values: the resolution, the bundles, and what each
 //! node's agent answered. The same function serves `--manifests` mode and the kube controller.
+//!
+//! Every kind gets Valid, ConfigApplied and Ready here; nodes also AgentConnected (and Managed);
+//! trunks also Routed ([`trunk`]); BLF subscriptions also Mirrored ([`blf`]).
+
+mod blf;
+mod trunk;
 
 use std::collections::BTreeMap;
 
@@ -66,6 +72,19 @@ impl ResourceStatus {
     }
 }
 
+/// What `node`'s agent last reported (its Status), or why there is no report.
+fn last_report<'a>(
+    outcomes: &'a BTreeMap<String, NodeOutcome>,
+    node: &str,
+) -> Result<&'a NodeStatus, String> {
+    match outcomes.get(node) {
+        None => Err("not contacted yet".into()),
+        Some(NodeOutcome::Applied { status: Some(s), .. }) => Ok(s),
+        Some(NodeOutcome::Applied { status: None, .. }) => Err("its Status call failed".into()),
+        Some(NodeOutcome::Unreachable(why) | NodeOutcome::NoAgent(why)) => Err(why.clone()),
+    }
+}
+
 /// Whether a node's current bundle is in force, and why not.
 fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(), (AppliedReason, String)> {
     let Some(bundle) = bundle else {
@@ -128,7 +147,10 @@ pub fn fleet_status(
                 status.applied_bundle_hash = Some(result.applied_hash.clone()).filter(|h| !h.is_empty());
                 if let Some(s) = node_status {
                     status.asterisk_version = Some(s.asterisk_version.clone()).filter(|v| !v.is_empty());
-                    status.uptime_seconds = Some(s.uptime_seconds);
+                    status.started_at = (s.asterisk_started_unix > 0)
+                        .then(|| k8s_openapi::jiff::Timestamp::from_second(s.asterisk_started_unix).ok())
+                        .flatten()
+                        .map(|t| t.to_string());
                     status.endpoints = Some(s.endpoints);
                     status.registered = Some(s.endpoints_registered);
                     status.channels = Some(s.active_channels);
@@ -163,8 +185,10 @@ pub fn fleet_status(
         let name = trunk.meta().name.clone().unwrap_or_default();
         let config = trunk.spec.ends.iter().map(|e| node_applied(e)).find(Result::is_err).unwrap_or(Ok(()));
         let object = ObjectRef::new(Kind::Trunk, ns, &name);
-        let status =
-            put(&object, trunk.meta().generation, ResourceStatus::Trunk(TrunkStatus::default()), config);
+        let (fields, routed) = trunk::routing(&name, topo, outcomes);
+        let generation = trunk.meta().generation;
+        let mut status = put(&object, generation, ResourceStatus::Trunk(fields), config);
+        set_condition(status.conditions_mut(), routed, generation, now);
         out.insert(object, status);
     }
     for phone in &set.phones {
@@ -182,17 +206,17 @@ pub fn fleet_status(
             (None, Some(n)) => Some(n.clone()),
             _ => None,
         };
-        let config = match watcher_node {
-            Some(node) => node_applied(&node),
+        let config = match &watcher_node {
+            Some(node) => node_applied(node),
             None => Err((AppliedReason::NotRendered, "the watcher is invalid".into())),
         };
         let object = ObjectRef::new(Kind::BlfSubscription, ns, &name);
-        let status = put(
-            &object,
-            sub.meta().generation,
-            ResourceStatus::Blf(BlfSubscriptionStatus::default()),
-            config,
-        );
+        let valid = resolution.errors_for(&object).next().is_none();
+        let (targets, mirrored) = blf::mirroring(sub, watcher_node.as_deref(), valid, topo, outcomes);
+        let generation = sub.meta().generation;
+        let fields = BlfSubscriptionStatus { targets, ..BlfSubscriptionStatus::default() };
+        let mut status = put(&object, generation, ResourceStatus::Blf(fields), config);
+        set_condition(status.conditions_mut(), mirrored, generation, now);
         out.insert(object, status);
     }
     out
@@ -229,4 +253,151 @@ fn with_conditions(
     };
     set_condition(conditions, ready, generation, now);
     status
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Routed and Mirrored from what the agents report, for every case the real-Asterisk tests
+    //! cannot easily bring about (an end that reports its peer down, a watcher without the mesh).
+
+    use super::*;
+    use crate::agent::proto::{MirrorState, TrunkState};
+    use crate::controller::conditions::types;
+    use crate::manifest::Manifests;
+    use crate::secret::SecretValue;
+    use crate::topology::{self, ResourceSet};
+
+    /// The embedded two-offices example with test secrets.
+    pub(crate) fn two_offices() -> ResourceSet {
+        let mut manifests = Manifests::default();
+        manifests.add_yaml(crate::offline::EMBEDDED_EXAMPLE.0, crate::offline::EMBEDDED_EXAMPLE.1).unwrap();
+        let mut set = manifests.namespaces.remove("default").unwrap();
+        for missing in topology::missing_secrets(&set) {
+            set.secrets
+                .entry(missing.name)
+                .or_default()
+                .insert(missing.key, SecretValue::new("TestSecret0123456"));
+        }
+        set
+    }
+
+    fn reported(trunks: &[(&str, bool)], mirrors: &[(&str, bool)], mesh: bool) -> NodeOutcome {
+        NodeOutcome::Applied {
+            result: ApplyResult { ok: true, ..Default::default() },
+            status: Some(Box::new(NodeStatus {
+                trunk_states: trunks
+                    .iter()
+                    .map(|(name, reachable)| TrunkState {
+                        name: (*name).into(),
+                        protocol: "iax2".into(),
+                        reachable: *reachable,
+                        rtt_seconds: 0.002,
+                    })
+                    .collect(),
+                mirrors: mirrors
+                    .iter()
+                    .map(|(ext, live)| MirrorState {
+                        owner: "office-b".into(),
+                        extension: (*ext).into(),
+                        state: if *live { "INUSE" } else { "UNAVAILABLE" }.into(),
+                        live: *live,
+                        changed_unix: 1_700_000_000,
+                    })
+                    .collect(),
+                mesh,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn condition(
+        set: &ResourceSet,
+        outcomes: &BTreeMap<String, NodeOutcome>,
+        kind: Kind,
+        name: &str,
+        type_: &str,
+    ) -> (String, String) {
+        let resolution = topology::resolve(set);
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let statuses = fleet_status(
+            set,
+            &resolution,
+            &BTreeMap::new(),
+            outcomes,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &now,
+        );
+        let c = statuses[&ObjectRef::new(kind, "default", name)]
+            .conditions()
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap()
+            .clone();
+        (c.reason, c.message)
+    }
+
+    #[test]
+    fn a_trunk_is_routed_only_when_both_ends_report_the_other_reachable() {
+        let set = two_offices();
+        let ends = |a: Option<NodeOutcome>, b: Option<NodeOutcome>| {
+            let mut m = BTreeMap::new();
+            m.extend(a.map(|o| ("office-a".to_owned(), o)));
+            m.extend(b.map(|o| ("office-b".to_owned(), o)));
+            m
+        };
+        let up = || reported(&[("a-b-iax", true)], &[], true);
+        let down = || reported(&[("a-b-iax", false)], &[], true);
+        let cases = [
+            ("both up", ends(Some(up()), Some(up())), "Up", "both ends reach each other"),
+            ("office-b down", ends(Some(up()), Some(down())), "Down", "office-b does not reach office-a"),
+            ("office-b silent", ends(Some(up()), None), "Unknown", "office-b's agent has not reported it"),
+            (
+                "office-b unreachable",
+                ends(Some(up()), Some(NodeOutcome::Unreachable("connection refused".into()))),
+                "Unknown",
+                "connection refused",
+            ),
+            (
+                "not listed",
+                ends(Some(up()), Some(reported(&[], &[], true))),
+                "Unknown",
+                "office-b does not list it",
+            ),
+        ];
+        for (name, outcomes, reason, text) in cases {
+            let (r, message) = condition(&set, &outcomes, Kind::Trunk, "a-b-iax", types::ROUTED);
+            assert_eq!(r, reason, "{name}: {message}");
+            assert!(message.contains(text), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_subscription_is_mirrored_when_every_remote_target_is_live() {
+        let set = two_offices();
+        let watcher = |o: NodeOutcome| BTreeMap::from([("office-a".to_owned(), o)]);
+        let cases = [
+            ("all live", watcher(reported(&[], &[("4001", true), ("4002", true)], true)), "Live", "2 remote"),
+            (
+                "4002's owner lost",
+                watcher(reported(&[], &[("4001", true), ("4002", false)], true)),
+                "OwnerUnreachable",
+                "4002 (office-b not heard from)",
+            ),
+            (
+                "not mirrored yet",
+                watcher(reported(&[], &[("4001", true)], true)),
+                "OwnerUnreachable",
+                "4002 (not mirrored on office-a yet)",
+            ),
+            ("no mesh", watcher(reported(&[], &[], false)), "Unknown", "runs no device-state mesh"),
+            ("watcher silent", BTreeMap::new(), "Unknown", "office-a's agent has not reported its mirrors"),
+        ];
+        for (name, outcomes, reason, text) in cases {
+            let (r, message) =
+                condition(&set, &outcomes, Kind::BlfSubscription, "reception-watches-sales", types::MIRRORED);
+            assert_eq!(r, reason, "{name}: {message}");
+            assert!(message.contains(text), "{name}: {message}");
+        }
+    }
 }
