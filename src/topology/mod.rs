@@ -1,7 +1,7 @@
 //! Resources → validated [`Topology`] (pure).
 //!
-//! * [`resolve`] — the pipeline: each kind validated in turn ([`validate`], a leaf), then the
-//!   routes over the surviving trunks ([`routing`], a leaf);
+//! * [`resolve`] — the pipeline: each kind validated in turn (`validate`, a leaf), then the
+//!   routes over the surviving trunks (`routing`, a leaf);
 //! * [`error`] — what a validation error carries (resource, field, reason, problem, fix).
 //!
 //! [`resolve`] takes every resource of one namespace (one fleet) and the Secrets they reference,

@@ -1,16 +1,16 @@
 //! The controller against the Kubernetes API. One pass, the same story for every fleet
 //! (namespace), one file per step:
 //!
-//! 1. **read** ([`sources`]): reflectors cache the four kinds (and Secrets); the live ones are
+//! 1. **read** (`sources`): reflectors cache the four kinds (and Secrets); the live ones are
 //!    grouped by namespace;
-//! 2. **dereference** ([`secrets`]): the Secrets they reference are filled in, missing ones
+//! 2. **dereference** (`secrets`): the Secrets they reference are filled in, missing ones
 //!    generated (owned by the resource that needs them);
 //! 3. **validate and build** (pure, shared with `--manifests` mode): `topology::resolve` and
 //!    `render::render_all`;
-//! 4. **apply**: managed nodes' workloads ([`workloads`], decided by [`workload_plan`]), then
+//! 4. **apply**: managed nodes' workloads (`workloads`, decided by `workload_plan`), then
 //!    the bundles pushed to the agents ([`FleetReconciler`]);
-//! 5. **update status** ([`status_writer`]), publish [`events`] for transitions, and add or
-//!    release [`finalizers`].
+//! 5. **update status** (`status_writer`), publish `events` for transitions, and add or
+//!    release `finalizers`.
 //!
 //! Only the holder of the leader [`Lease`](super::leader) runs passes. A server without the core
 //! API (a bare apiextensions-apiserver) has no Secrets: the controller says so once and keeps

@@ -2,7 +2,7 @@
 //! node's agent answered. The same function serves `--manifests` mode and the kube controller.
 //!
 //! Every kind gets Valid, ConfigApplied and Ready here; nodes also AgentConnected (and Managed);
-//! trunks also Routed ([`trunk`]); BLF subscriptions also Mirrored ([`blf`]).
+//! trunks also Routed (`trunk`); BLF subscriptions also Mirrored (`blf`).
 
 mod blf;
 mod trunk;
