@@ -2,7 +2,7 @@
 //!
 //! * [`resolve`] — the pipeline: each kind validated in turn (`validate`, a leaf), then the
 //!   routes over the surviving trunks (`routing`, a leaf);
-//! * [`error`] — what a validation error carries (resource, field, reason, problem, fix).
+//! * `error` — what a validation error carries (resource, field, reason, problem, fix).
 //!
 //! [`resolve`] takes every resource of one namespace (one fleet) and the Secrets they reference,
 //! and returns the topology built from the valid ones plus one [`ValidationError`] per problem.
