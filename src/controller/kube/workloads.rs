@@ -213,14 +213,7 @@ impl Workloads {
                     "Secret {ns}/{name} changed since the controller read it; adding its mesh keys next pass"
                 )))
             }
-            Err(e) if not_served(&e) => {
-                self.apis.lost(SECRETS_API);
-                Err(WorkloadError::ApiUnavailable(vec![SECRETS_API.into()]))
-            }
-            Err(e) => {
-                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not add the mesh keys to the managed node's Secret");
-                Err(WorkloadError::ApplyFailed(format!("updating the mesh keys of Secret {ns}/{name}: {e}")))
-            }
+            Err(e) => Err(self.refused(e, format!("updating the mesh keys of Secret {ns}/{name}"))),
         }
     }
 
@@ -239,15 +232,18 @@ impl Workloads {
             Err(kube::Error::Api(s)) if s.code == 409 => Err(WorkloadError::Pending(format!(
                 "Secret {ns}/{name} exists but is not in the controller's cache yet; retrying"
             ))),
-            Err(e) if not_served(&e) => {
-                self.apis.lost(SECRETS_API);
-                Err(WorkloadError::ApiUnavailable(vec![SECRETS_API.into()]))
-            }
-            Err(e) => {
-                tracing::warn!(secret = %name, namespace = %ns, error = %e, "could not create {what}");
-                Err(WorkloadError::ApplyFailed(format!("creating Secret {ns}/{name}: {e}")))
-            }
+            Err(e) => Err(self.refused(e, format!("creating Secret {ns}/{name} ({what})"))),
         }
+    }
+
+    /// A Secret write the server refused: the Secrets API is gone, or `doing` failed.
+    fn refused(&mut self, e: kube::Error, doing: String) -> WorkloadError {
+        if not_served(&e) {
+            self.apis.lost(SECRETS_API);
+            return WorkloadError::ApiUnavailable(vec![SECRETS_API.into()]);
+        }
+        tracing::warn!(error = %e, "{doing} failed");
+        WorkloadError::ApplyFailed(format!("{doing}: {e}"))
     }
 }
 
