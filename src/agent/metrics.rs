@@ -54,6 +54,13 @@ pub struct TrunkLabel {
     pub protocol: String,
 }
 
+/// `{version}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    /// e.g. `22.10.1`.
+    pub version: String,
+}
+
 /// `{protocol, target}` of the SIP probe: one series per node.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabel {
@@ -102,6 +109,8 @@ pub struct Metrics {
     pub reload_duration: Family<ModuleLabel, Histogram>,
     pub apply_duration: Histogram,
     pub bundle_info: Family<HashLabel, Gauge>,
+    /// The Asterisk version (value always 1), for the fleet dashboard's table.
+    pub version_info: Family<VersionLabel, Gauge>,
     /// Unix time Asterisk started (from the uptime it reports at each AMI login): a restart loop
     /// shows as this value changing.
     pub start_time_seconds: Gauge<f64, AtomicU64>,
@@ -155,6 +164,7 @@ impl Metrics {
             apply_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             bundle_info: Family::default(),
             start_time_seconds: Gauge::default(),
+            version_info: Family::default(),
             sip_probe_up: Family::default(),
             sip_probe_duration_seconds: Family::default(),
             sip_probe_status_code: Family::default(),
@@ -226,6 +236,11 @@ impl Metrics {
         );
         r.register("asterisk_start_time_seconds", "Unix time Asterisk started", m.start_time_seconds.clone());
         r.register(
+            "asterisk_version_info",
+            "The Asterisk version AMI reports (value always 1)",
+            m.version_info.clone(),
+        );
+        r.register(
             "asterisk_sip_probe_up",
             "The node's SIP transport answered the agent's OPTIONS probe (1) or not (0)",
             m.sip_probe_up.clone(),
@@ -272,6 +287,12 @@ impl Metrics {
         self.sip_probe_up.get_or_create(&label).set(o.status.is_some().into());
         self.sip_probe_duration_seconds.get_or_create(&label).set(o.duration.as_secs_f64());
         self.sip_probe_status_code.get_or_create(&label).set(o.status.unwrap_or(0).into());
+    }
+
+    /// Sets the version info metric to `version` alone.
+    pub fn set_version(&self, version: &str) {
+        self.version_info.clear();
+        self.version_info.get_or_create(&VersionLabel { version: version.to_owned() }).set(1);
     }
 
     /// Sets the applied-bundle info metric to `hash` alone.

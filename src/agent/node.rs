@@ -618,6 +618,7 @@ impl Node {
         let target = {
             let mut st = lock(&self.status);
             if let Some(v) = version {
+                self.metrics.set_version(&v);
                 st.asterisk_version = v;
             }
             if let Some(n) = channels {
