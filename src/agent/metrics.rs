@@ -256,6 +256,10 @@ impl Metrics {
             m.sip_probe_status_code.clone(),
         );
         m.mesh.register(r);
+        // Every apply outcome from the first scrape: increase() and the dashboard see the first one.
+        for result in ["ok", "unchanged", "failed", "superseded"] {
+            let _ = m.applies.get_or_create(&ResultLabel { result: result.into() });
+        }
         Metrics { registry, ..m }
     }
 

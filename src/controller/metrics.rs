@@ -57,6 +57,8 @@ pub struct ControllerMetrics {
     pub resources: Family<KindResult, Gauge>,
     /// AsteriskNodes whose Ready condition is True.
     pub nodes_ready: Gauge,
+    /// Each AsteriskNode's Ready condition (1 True, 0 otherwise).
+    pub node_ready: Family<NodeLabel, Gauge>,
     /// This replica holds the leader Lease (1) or stands by (0).
     pub leader: Gauge,
     /// Fingerprint of the bundle each node should run ([`bundle_fingerprint`]).
@@ -78,6 +80,7 @@ impl Default for ControllerMetrics {
             bundles_pushed: Family::default(),
             resources: Family::default(),
             nodes_ready: Gauge::default(),
+            node_ready: Family::default(),
             leader: Gauge::default(),
             desired_bundle: Family::default(),
             applied_bundle: Family::default(),
@@ -109,6 +112,11 @@ impl Default for ControllerMetrics {
             "asterisk_operator_nodes_ready",
             "AsteriskNodes that are Ready",
             m.nodes_ready.clone(),
+        );
+        registry.register(
+            "asterisk_operator_node_ready",
+            "The AsteriskNode's Ready condition is True (1) or not (0)",
+            m.node_ready.clone(),
         );
         registry.register(
             "asterisk_operator_leader",
@@ -150,6 +158,7 @@ impl ControllerMetrics {
             self.bundles_pushed.get_or_create(&ResultLabel { result: result.into() }).inc();
         }
         self.resources.clear();
+        self.node_ready.clear();
         let mut nodes_ready = 0;
         for (object, status) in statuses {
             let ready = status.conditions().iter().any(|c| c.type_ == "Ready" && c.status == "True");
@@ -158,8 +167,10 @@ impl ControllerMetrics {
                 result: if ready { "ready" } else { "not_ready" }.into(),
             };
             self.resources.get_or_create(&label).inc();
-            if ready && object.kind == crate::topology::Kind::AsteriskNode {
-                nodes_ready += 1;
+            if object.kind == crate::topology::Kind::AsteriskNode {
+                let label = NodeLabel { namespace: object.namespace.clone(), node: object.name.clone() };
+                self.node_ready.get_or_create(&label).set(ready.into());
+                nodes_ready += i64::from(ready);
             }
         }
         self.nodes_ready.set(nodes_ready);
@@ -182,6 +193,7 @@ impl ControllerMetrics {
             // Per-node series are the leader's to report; a standby's would go stale.
             self.desired_bundle.clear();
             self.applied_bundle.clear();
+            self.node_ready.clear();
         }
         self.last_loop.store(unix_now(), Ordering::Relaxed);
     }
