@@ -8,6 +8,7 @@ pub mod ami;
 pub mod bootstrap;
 pub mod controller;
 pub mod crd;
+pub mod daemon;
 pub mod manifest;
 pub mod mesh;
 pub mod offline;

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use asterisk_operator::controller::status::ResourceStatus;
 use asterisk_operator::topology::{Kind, ObjectRef, ResourceSet};

@@ -3,41 +3,19 @@
 //! node never stalls the others — and compute every resource's status.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::task::JoinSet;
 
-use super::conditions::ConditionUpdate;
-use super::managed;
+use super::conditions::{ConditionUpdate, needs_cluster};
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
-use crate::agent::client::{ClientOptions, connect};
+use crate::agent::client::{AgentAccess, ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
 use crate::agent::proto::StatusRequest;
 use crate::offline::LoadedFleet;
 use crate::render::Bundle;
-use crate::secret::SecretValue;
 use crate::topology::ObjectRef;
-
-/// How to reach the agents (the same for every node).
-#[derive(Clone, Debug, Default)]
-pub struct AgentAccess {
-    /// Shared bearer token.
-    pub token: Option<SecretValue>,
-    /// CA that signed the agents' certificates.
-    pub tls_ca: Option<PathBuf>,
-    /// A CA or the agent's own certificate as PEM text (managed nodes pin their agent's).
-    pub tls_ca_pem: Option<String>,
-    /// Client certificate for mTLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for mTLS.
-    pub tls_key: Option<PathBuf>,
-    /// Name to check the agent's certificate against, if not the endpoint's host.
-    pub tls_domain: Option<String>,
-    /// Per-call timeout.
-    pub timeout: Option<Duration>,
-}
 
 /// What the API-server mode could do this pass for one managed node (`spec.managed`).
 #[derive(Clone, Debug)]
@@ -155,7 +133,7 @@ impl FleetReconciler {
                     true => match self.managed.get(&key) {
                         Some(ManagedTarget { access: Some(access), .. }) => Ok(access.clone()),
                         Some(ManagedTarget { condition, .. }) => Err(condition.message.clone()),
-                        None => Err(managed::needs_cluster().message),
+                        None => Err(needs_cluster().message),
                     },
                 };
                 let bundle = bundle.clone();
@@ -246,16 +224,7 @@ fn short_outcome(outcome: &NodeOutcome) -> String {
 
 /// Pushes one bundle and asks for the node's status.
 async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
-    let mut opts = ClientOptions::new(url);
-    opts.token = access.token.clone();
-    opts.tls_ca = access.tls_ca.clone();
-    opts.tls_ca_pem = access.tls_ca_pem.clone();
-    opts.tls_domain = access.tls_domain.clone();
-    opts.tls_cert = access.tls_cert.clone();
-    opts.tls_key = access.tls_key.clone();
-    if let Some(t) = access.timeout {
-        opts.timeout = t;
-    }
+    let opts = ClientOptions::with_access(url, access.clone());
     let mut client = match connect(&opts).await {
         Ok(c) => c,
         Err(e) => return NodeOutcome::Unreachable(e.to_string()),

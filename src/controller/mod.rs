@@ -9,12 +9,16 @@
 
 pub mod cli;
 pub mod conditions;
-pub mod events;
 pub mod fleet;
 pub mod kube;
 pub mod leader;
 pub mod managed;
+pub mod managed_settings;
 pub mod manifests;
 pub mod mesh_pki;
 pub mod metrics;
+pub mod notices;
 pub mod status;
+
+#[cfg(test)]
+mod mock_api;

@@ -7,8 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
 use serde::Serialize;
 
-use super::conditions::{ConditionUpdate, set_condition, types};
-use super::managed;
+use super::conditions::{
+    AgentReason, AppliedReason, ConditionUpdate, ReadyReason, needs_cluster, set_condition, types,
+};
 use crate::agent::proto::{ApplyResult, NodeStatus};
 use crate::crd::{AsteriskNodeStatus, BlfSubscriptionStatus, PhoneStatus, TrunkStatus};
 use crate::render::Bundle;
@@ -66,26 +67,29 @@ impl ResourceStatus {
 }
 
 /// Whether a node's current bundle is in force, and why not.
-fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(), (String, String)> {
+fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(), (AppliedReason, String)> {
     let Some(bundle) = bundle else {
-        return Err(("NotRendered".into(), "the node is invalid, so nothing was rendered for it".into()));
+        return Err((
+            AppliedReason::NotRendered,
+            "the node is invalid, so nothing was rendered for it".into(),
+        ));
     };
     match outcome {
-        None => Err(("Pending".into(), "not pushed yet".into())),
-        Some(NodeOutcome::NoAgent(why)) => Err(("NoAgent".into(), why.clone())),
-        Some(NodeOutcome::Unreachable(why)) => Err(("AgentUnreachable".into(), why.clone())),
+        None => Err((AppliedReason::Pending, "not pushed yet".into())),
+        Some(NodeOutcome::NoAgent(why)) => Err((AppliedReason::NoAgent, why.clone())),
+        Some(NodeOutcome::Unreachable(why)) => Err((AppliedReason::AgentUnreachable, why.clone())),
         Some(NodeOutcome::Applied { result, .. }) if result.ok && result.applied_hash == bundle.hash => {
             Ok(())
         }
         Some(NodeOutcome::Applied { result, .. }) if result.ok => {
-            Err(("Superseded".into(), "a newer bundle is being applied".into()))
+            Err((AppliedReason::Superseded, "a newer bundle is being applied".into()))
         }
         Some(NodeOutcome::Applied { result, .. }) => {
             let e = result.error.clone().unwrap_or_default();
             let file = if e.file.is_empty() { String::new() } else { format!("{}: ", e.file) };
             let rolled =
                 if result.rolled_back { " (rolled back; the previous configuration stays)" } else { "" };
-            Err(("ApplyFailed".into(), format!("{file}{}{rolled}", e.message)))
+            Err((AppliedReason::ApplyFailed, format!("{file}{}{rolled}", e.message)))
         }
     }
 }
@@ -93,7 +97,7 @@ fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(),
 /// Computes the status of every resource of `set`, starting from `previous` so transition
 /// times only move on real transitions. `managed` holds the `Managed` condition of each node
 /// with `spec.managed` whose workload the API-server mode handled; a managed node without one
-/// gets [`managed::needs_cluster`].
+/// gets [`needs_cluster`].
 pub fn fleet_status(
     set: &ResourceSet,
     resolution: &Resolution,
@@ -117,10 +121,10 @@ pub fn fleet_status(
             phones: Some(topo.phones.values().filter(|p| p.node == name).count() as u32),
             ..AsteriskNodeStatus::default()
         };
-        let mut agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "Pending", "not contacted yet");
+        let mut agent = ConditionUpdate::failed(AgentReason::Pending, "not contacted yet");
         match outcomes.get(&name) {
             Some(NodeOutcome::Applied { result, status: node_status }) => {
-                agent = ConditionUpdate::ok(types::AGENT_CONNECTED, "Connected", "the agent answered");
+                agent = ConditionUpdate::ok(AgentReason::Connected, "the agent answered");
                 status.applied_bundle_hash = Some(result.applied_hash.clone()).filter(|h| !h.is_empty());
                 if let Some(s) = node_status {
                     status.asterisk_version = Some(s.asterisk_version.clone()).filter(|v| !v.is_empty());
@@ -135,10 +139,10 @@ pub fn fleet_status(
                 }
             }
             Some(NodeOutcome::Unreachable(why)) => {
-                agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "Unreachable", why.clone())
+                agent = ConditionUpdate::failed(AgentReason::Unreachable, why.clone())
             }
             Some(NodeOutcome::NoAgent(why)) => {
-                agent = ConditionUpdate::failed(types::AGENT_CONNECTED, "NoAgent", why.clone())
+                agent = ConditionUpdate::failed(AgentReason::NoAgent, why.clone())
             }
             None => {}
         }
@@ -147,7 +151,7 @@ pub fn fleet_status(
         let mut status = put(&object, generation, ResourceStatus::Node(status), node_applied(&name));
         set_condition(status.conditions_mut(), agent, generation, now);
         if node.spec.managed.is_some() {
-            let workload = managed.get(&name).cloned().unwrap_or_else(managed::needs_cluster);
+            let workload = managed.get(&name).cloned().unwrap_or_else(needs_cluster);
             set_condition(status.conditions_mut(), workload, generation, now);
         } else {
             // No longer managed (switched to spec.agent): its old condition says nothing now.
@@ -180,7 +184,7 @@ pub fn fleet_status(
         };
         let config = match watcher_node {
             Some(node) => node_applied(&node),
-            None => Err(("NotRendered".into(), "the watcher is invalid".into())),
+            None => Err((AppliedReason::NotRendered, "the watcher is invalid".into())),
         };
         let object = ObjectRef::new(Kind::BlfSubscription, ns, &name);
         let status = put(
@@ -199,7 +203,7 @@ fn with_conditions(
     object: &ObjectRef,
     generation: Option<i64>,
     mut status: ResourceStatus,
-    config: Result<(), (String, String)>,
+    config: Result<(), (AppliedReason, String)>,
     resolution: &Resolution,
     previous: &BTreeMap<ObjectRef, ResourceStatus>,
     now: &Time,
@@ -213,19 +217,15 @@ fn with_conditions(
     let conditions = status.conditions_mut();
     set_condition(conditions, valid, generation, now);
     let applied = match (&config, is_valid) {
-        (_, false) => {
-            ConditionUpdate::failed(types::CONFIG_APPLIED, "Invalid", "not applied: the resource is invalid")
-        }
-        (Ok(()), true) => ConditionUpdate::ok(types::CONFIG_APPLIED, "Applied", "in force on its nodes"),
-        (Err((reason, message)), true) => {
-            ConditionUpdate::failed(types::CONFIG_APPLIED, reason, message.clone())
-        }
+        (_, false) => ConditionUpdate::failed(AppliedReason::Invalid, "not applied: the resource is invalid"),
+        (Ok(()), true) => ConditionUpdate::ok(AppliedReason::Applied, "in force on its nodes"),
+        (Err((reason, message)), true) => ConditionUpdate::failed(*reason, message.clone()),
     };
     set_condition(conditions, applied, generation, now);
     let ready = if is_valid && config.is_ok() {
-        ConditionUpdate::ok(types::READY, "Ready", "valid and in force")
+        ConditionUpdate::ok(ReadyReason::Ready, "valid and in force")
     } else {
-        ConditionUpdate::failed(types::READY, "NotReady", "see the Valid and ConfigApplied conditions")
+        ConditionUpdate::failed(ReadyReason::NotReady, "see the Valid and ConfigApplied conditions")
     };
     set_condition(conditions, ready, generation, now);
     status

@@ -4,6 +4,7 @@
 mod blf;
 mod node;
 mod phone;
+pub mod rules;
 mod trunk;
 
 pub use blf::{
@@ -26,6 +27,14 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "asterisk.operator.dev";
 /// API version of every resource of this operator.
 pub const VERSION: &str = "v1alpha1";
+
+/// Namespace of resources that name none (as `kubectl` assumes).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of an object, [`DEFAULT_NAMESPACE`] when it names none.
+pub fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
 
 /// A key in a Kubernetes Secret in the resource's namespace. Secrets are only ever referenced,
 /// never inlined in a spec.

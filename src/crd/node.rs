@@ -47,7 +47,7 @@ pub struct AsteriskNodeSpec {
     /// Host name or IP address where other nodes reach this server. Absent: the node has a
     /// dynamic address and registers to the nodes it has trunks with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"), length(max = 253))]
+    #[schemars(regex(pattern = super::rules::HOST_PATTERN), length(max = super::rules::HOST_MAX))]
     pub address: Option<String>,
     /// The agent beside an existing Asterisk server (systemd service or sidecar you run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,7 @@ fn default_iax_port() -> u16 {
 pub struct NatSettings {
     /// Public address to advertise in SIP signalling and SDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"))]
+    #[schemars(regex(pattern = super::rules::HOST_PATTERN))]
     pub external_address: Option<String>,
     /// Networks reached without NAT, in CIDR form (e.g. `192.168.0.0/16`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
