@@ -84,6 +84,11 @@ pub struct AgentArgs {
     /// One `asterisk_phone_registered{endpoint}` series per phone.
     #[arg(long, env = "AO_AGENT_PER_PHONE_METRICS")]
     pub per_phone_metrics: bool,
+    /// SIP OPTIONS probe of the node's own transport at each poll: `auto` (the transport of the
+    /// applied `pjsip_operator.conf`, a wildcard bind probed on loopback), `off`, or
+    /// `udp:ADDRESS:PORT` / `tcp:ADDRESS:PORT`.
+    #[arg(long, env = "AO_AGENT_SIP_PROBE", default_value = "auto")]
+    pub sip_probe: crate::agent::sip_probe::ProbeSetting,
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -108,6 +113,7 @@ impl AgentArgs {
         node.ping_timeout = Duration::from_secs_f64(self.ping_timeout);
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
+        node.sip_probe = self.sip_probe;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
                 cert: cert.clone(),

@@ -48,6 +48,16 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
     /// Some resource's status differs from the previous reconcile's.
     pub status_changed: bool,
+    /// Every node's bundle by (namespace, node): the one wanted, and the one its agent last
+    /// said it runs (empty when unknown).
+    pub bundles: BTreeMap<(String, String), BundleHashes>,
+}
+
+/// The bundle a node should run and the one it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleHashes {
+    pub desired: String,
+    pub applied: String,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -171,6 +181,17 @@ impl FleetReconciler {
         }
         // Forget nodes that are gone.
         self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+        for (namespace, fleet) in fleets {
+            for (node, bundle) in &fleet.bundles {
+                let key = (namespace.clone(), node.clone());
+                let applied = match self.pushes.get(&key).map(|p| &p.outcome) {
+                    Some(NodeOutcome::Applied { status: Some(status), .. }) => status.applied_hash.clone(),
+                    Some(NodeOutcome::Applied { result, .. }) => result.applied_hash.clone(),
+                    _ => String::new(),
+                };
+                report.bundles.insert(key, BundleHashes { desired: bundle.hash.clone(), applied });
+            }
+        }
 
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();

@@ -145,6 +145,7 @@ pub async fn run(
                 tracing::warn!(%holder, "lost the leader Lease; standing by");
             }
             leading = false;
+            metrics.went_round(false);
         } else {
             if !leading {
                 // What another leader did meanwhile is unknown: push everything again (an agent
