@@ -48,7 +48,7 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &PathBuf, config: &str) -> Prometheus {
+    fn start(dir: &std::path::Path, config: &str) -> Prometheus {
         let bin = PathBuf::from("/usr/bin/prometheus");
         assert!(bin.exists(), "/usr/bin/prometheus is missing: run `bash testbed/setup.sh`");
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
