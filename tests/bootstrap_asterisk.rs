@@ -121,7 +121,8 @@ fn a_bootstrapped_node_boots_asterisk_22_cleanly_and_takes_its_bundle_over_pinne
     opts.tls =
         Some(ServerTls { cert: secrets.join("tls.crt"), key: secrets.join("tls.key"), client_ca: None });
     opts.token = Some(creds.agent_token.clone());
-    opts.insecure = false;
+    opts.plaintext = false;
+    opts.no_auth = false;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let agent = ag::start(&rt, opts);
     let url = format!("https://{}", agent.grpc_addr);

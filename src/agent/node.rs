@@ -26,6 +26,8 @@ use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, MeshPlan, PJSIP_FILE};
 pub struct NodeConfig {
     /// Node name; bundles for another node are refused.
     pub node: String,
+    /// The node's namespace; bundles for another namespace are refused.
+    pub namespace: String,
     /// Asterisk's config directory (the `*_operator.conf` files).
     pub config_dir: PathBuf,
     /// Asterisk's key directory (`astkeydir/keys`).
@@ -51,6 +53,7 @@ impl NodeConfig {
     pub fn new(node: &str, config_dir: PathBuf, keys_dir: PathBuf) -> Self {
         NodeConfig {
             node: node.to_owned(),
+            namespace: crate::crd::DEFAULT_NAMESPACE.to_owned(),
             state_file: config_dir.join(".asterisk-operator-applied.json"),
             config_dir,
             keys_dir,
@@ -855,7 +858,7 @@ pub fn bundle_from_proto(b: proto::Bundle) -> Result<Bundle, String> {
         serde_json::from_str(&b.mesh_json).map_err(|e| format!("mesh plan is not valid JSON: {e}"))?
     };
     let files: BTreeMap<String, String> = b.files.into_iter().collect();
-    let bundle = Bundle::new(&b.node, files, mesh);
+    let bundle = Bundle::new(&b.node, files, mesh).in_namespace(&b.namespace);
     if !b.hash.is_empty() && b.hash != bundle.hash {
         return Err(format!(
             "bundle hash {} does not match its content ({}): corrupted or edited in transit",
@@ -872,6 +875,7 @@ pub fn bundle_to_proto(b: &Bundle) -> proto::Bundle {
         hash: b.hash.clone(),
         files: b.files.clone().into_iter().collect(),
         mesh_json: serde_json::to_string(&b.mesh).expect("mesh plan serializes"),
+        namespace: b.namespace.clone(),
     }
 }
 
