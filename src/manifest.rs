@@ -219,7 +219,9 @@ pub fn secrets_yaml(namespace: &str, secrets: &BTreeMap<String, BTreeMap<String,
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n"
         ));
         for (key, value) in keys {
-            out.push_str(&format!("  {key}: \"{}\"\n", value.expose()));
+            // A JSON string is a YAML double-quoted scalar: newlines (PEM) survive as \n.
+            let quoted = serde_json::to_string(value.expose()).expect("a string serializes");
+            out.push_str(&format!("  {key}: {quoted}\n"));
         }
     }
     out
