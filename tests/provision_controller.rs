@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use asterisk_operator::controller::status::ResourceStatus;
 use asterisk_operator::crd::{NodeProvisioning, ProvisioningStatus};
@@ -78,7 +78,7 @@ fn a_blf_edit_changes_the_served_file_in_one_reconcile_and_reloads_nothing() {
         inputs: vec![manifest.clone()],
         status_file: work.join("status.yaml"),
         secrets_file: work.join("secrets.yaml"),
-        agents: AgentAccess::default(),
+        agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
     });
     let report = rt.block_on(controller.reconcile()).unwrap();
     assert_eq!(report.errors, Vec::<String>::new());

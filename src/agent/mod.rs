@@ -18,6 +18,7 @@ pub mod node;
 pub mod plan;
 pub mod provisioning;
 pub mod server;
+pub mod sip_probe;
 
 /// Generated gRPC types and the tonic client/server of `proto/agent.proto`.
 pub mod proto {
@@ -25,7 +26,7 @@ pub mod proto {
     tonic::include_proto!("asterisk_operator.agent.v1");
 }
 
-pub use client::{AgentClient, ClientOptions, connect};
+pub use client::{AgentAccess, AgentClient, ClientOptions, connect};
 pub use error::AgentError;
 pub use node::{Node, NodeConfig, bundle_from_proto, bundle_to_proto};
 pub use server::{AgentOptions, MeshOptions, RunningAgent, ServerTls, start};

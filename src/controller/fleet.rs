@@ -1,52 +1,34 @@
 //! The fleet reconcile shared by both sources (manifests, API server): push every node whose
 //! bundle changed to its agent — all at once, each node with its own backoff, so one broken
-//! node never stalls the others — and compute every resource's status.
+//! node never stalls the others — ask every other node's agent for its status (trunks up,
+//! mirrors live, and whether it still runs the bundle: one it does not is pushed again), and
+//! compute every resource's status.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::task::JoinSet;
 
-use super::conditions::ConditionUpdate;
-use super::managed;
+use super::agent_policy::{self, AgentPolicy};
+use super::conditions::{ConditionUpdate, needs_cluster};
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
-use crate::agent::client::{ClientOptions, connect};
+use crate::agent::client::{AgentAccess, ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
-use crate::agent::proto::StatusRequest;
+use crate::agent::proto::{NodeStatus, StatusRequest};
 use crate::offline::LoadedFleet;
 use crate::render::Bundle;
-use crate::secret::SecretValue;
 use crate::topology::ObjectRef;
 
-/// How to reach the agents (the same for every node).
-#[derive(Clone, Debug, Default)]
-pub struct AgentAccess {
-    /// Shared bearer token.
-    pub token: Option<SecretValue>,
-    /// CA that signed the agents' certificates.
-    pub tls_ca: Option<PathBuf>,
-    /// A CA or the agent's own certificate as PEM text (managed nodes pin their agent's).
-    pub tls_ca_pem: Option<String>,
-    /// Client certificate for mTLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for mTLS.
-    pub tls_key: Option<PathBuf>,
-    /// Name to check the agent's certificate against, if not the endpoint's host.
-    pub tls_domain: Option<String>,
-    /// Per-call timeout.
-    pub timeout: Option<Duration>,
-}
-
-/// What the API-server mode could do this pass for one managed node (`spec.managed`).
+/// How the controller may reach one node's agent this pass: its own credentials (from its
+/// Secret, or the secrets file), and for a managed node its workload's `Managed` condition.
 #[derive(Clone, Debug)]
-pub struct ManagedTarget {
-    /// The node's `Managed` condition.
-    pub condition: ConditionUpdate,
-    /// How to reach its agent at the node's endpoint; `None`: its pod cannot be reached now
-    /// (the condition says why), so nothing is pushed.
-    pub access: Option<AgentAccess>,
+pub struct AgentTarget {
+    /// A managed node's `Managed` condition (`None` for a node beside an existing server).
+    pub managed: Option<ConditionUpdate>,
+    /// What to present to the agent and how to recognise it; `Err`: why it cannot be reached
+    /// now, so nothing is pushed.
+    pub access: Result<AgentAccess, String>,
 }
 
 /// Per-node push bookkeeping.
@@ -57,8 +39,6 @@ pub(crate) struct NodePush {
     hash: String,
     failures: u32,
     next_try: Instant,
-    /// When the agent last answered Status (the node's counts, its phones' fetches).
-    status_at: Instant,
 }
 
 /// What one reconcile did.
@@ -70,28 +50,35 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
     /// Some resource's status differs from the previous reconcile's.
     pub status_changed: bool,
+    /// Every node's bundle by (namespace, node): the one wanted, and the one its agent last
+    /// said it runs (empty when unknown).
+    pub bundles: BTreeMap<(String, String), BundleHashes>,
+}
+
+/// The bundle a node should run and the one it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleHashes {
+    pub desired: String,
+    pub applied: String,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How old the status of an applied node with desk phones may grow before its agent is asked
-/// again (when its phones last fetched their files): the agent's own poll interval.
-const STATUS_REFRESH: Duration = Duration::from_secs(15);
 
 /// Push bookkeeping and the last statuses, carried between reconciles.
 #[derive(Debug, Default)]
 pub struct FleetReconciler {
-    agents: AgentAccess,
+    policy: AgentPolicy,
     pushes: BTreeMap<(String, String), NodePush>,
     statuses: BTreeMap<ObjectRef, ResourceStatus>,
-    /// Managed nodes by (namespace, node); a managed node without an entry has no cluster to
-    /// run in (`--manifests` mode).
-    managed: BTreeMap<(String, String), ManagedTarget>,
+    /// How each node's agent may be reached, by (namespace, node); a managed node without an
+    /// entry has no cluster to run in (`--manifests` mode).
+    targets: BTreeMap<(String, String), AgentTarget>,
 }
 
 impl FleetReconciler {
-    /// Nothing pushed yet.
-    pub fn new(agents: AgentAccess) -> Self {
-        Self { agents, ..Self::default() }
+    /// Nothing pushed yet; agents are reached as `policy` allows.
+    pub fn new(policy: AgentPolicy) -> Self {
+        Self { policy, ..Self::default() }
     }
 
     /// The statuses computed by the last reconcile.
@@ -99,21 +86,21 @@ impl FleetReconciler {
         &self.statuses
     }
 
-    /// Sets what each managed node's workload allows this pass (the API-server mode calls it
-    /// before [`Self::reconcile`]). A node whose pod just became reachable is pushed at once
-    /// instead of waiting out the backoff its earlier failures earned.
-    pub fn set_managed(&mut self, targets: BTreeMap<(String, String), ManagedTarget>) {
+    /// Sets how each node's agent may be reached this pass (its credentials; a managed node's
+    /// workload). A node whose agent just became reachable is pushed at once instead of waiting
+    /// out the backoff its earlier failures earned.
+    pub fn set_targets(&mut self, targets: BTreeMap<(String, String), AgentTarget>) {
+        let ready = |t: &AgentTarget| t.access.is_ok() && t.managed.as_ref().is_none_or(|c| c.status);
         for (key, target) in &targets {
-            let was_ready = self.managed.get(key).is_some_and(|t| t.access.is_some() && t.condition.status);
-            if target.access.is_some()
-                && target.condition.status
+            let was_ready = self.targets.get(key).is_some_and(ready);
+            if ready(target)
                 && !was_ready
                 && let Some(p) = self.pushes.get_mut(key)
             {
                 p.next_try = Instant::now();
             }
         }
-        self.managed = targets;
+        self.targets = targets;
     }
 
     /// Has `node`'s agent applied exactly `hash`?
@@ -123,94 +110,99 @@ impl FleetReconciler {
         })
     }
 
-    /// Pushes what changed (or is due for a retry) and recomputes every status.
+    /// Pushes what changed (or is due for a retry), refreshes the other nodes' status, and
+    /// recomputes every status.
     pub async fn reconcile(&mut self, fleets: &BTreeMap<String, LoadedFleet>) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         let now = Instant::now();
         let mut tasks = JoinSet::new();
-        let mut refreshes = JoinSet::new();
         for (namespace, fleet) in fleets {
             report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
             for (node, bundle) in &fleet.bundles {
                 let key = (namespace.clone(), node.clone());
-                let due = match self.pushes.get(&key) {
-                    None => true,
-                    Some(p) if p.hash != bundle.hash => true,
-                    Some(p) => {
-                        !matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok)
-                            && p.next_try <= now
-                    }
-                };
+                let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
                 let target = fleet.resolution.topology.nodes.get(node);
-                if !due {
-                    // Only nodes with desk phones: their Phones show when they last fetched.
-                    if let (Some(p), Some(url)) =
-                        (self.pushes.get(&key), target.and_then(|n| n.agent_endpoint.clone()))
-                        && !bundle.provisioning.is_empty()
-                        && p.status_at + STATUS_REFRESH <= now
-                        && let Some(access) = self.access_of(&key, target.is_some_and(|n| n.managed))
-                    {
-                        refreshes.spawn(async move { (key, status(&url, &access).await) });
-                    }
+                let managed = target.is_some_and(|n| n.managed);
+                let credentials = match self.targets.get(&key) {
+                    Some(t) => t.access.clone(),
+                    None if managed => Err(needs_cluster().message),
+                    None => Err("the node's credentials are not available yet".into()),
+                };
+                let endpoint = target.and_then(|n| n.agent_endpoint.clone());
+                let access = match &endpoint {
+                    Some(url) => agent_policy::reach(&self.policy, namespace, url, managed, credentials),
+                    None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
+                };
+                if visit == Visit::Refresh && access.is_err() {
+                    // The workload says no agent can be reached this pass; keep what is known.
                     continue;
                 }
-                let endpoint = target.and_then(|n| n.agent_endpoint.clone());
-                let access = match target.is_some_and(|n| n.managed) {
-                    false => Ok(self.agents.clone()),
-                    true => match self.managed.get(&key) {
-                        Some(ManagedTarget { access: Some(access), .. }) => Ok(access.clone()),
-                        Some(ManagedTarget { condition, .. }) => Err(condition.message.clone()),
-                        None => Err(managed::needs_cluster().message),
-                    },
-                };
                 let bundle = bundle.clone();
                 tasks.spawn(async move {
-                    let outcome = match (endpoint, access) {
-                        (_, Err(why)) => NodeOutcome::NoAgent(why),
-                        (None, _) => NodeOutcome::NoAgent(
-                            "the node has no spec.agent.endpoint the controller can push to".into(),
-                        ),
-                        (Some(url), Ok(access)) => push(&url, &access, &bundle).await,
+                    let contact = match (endpoint, access) {
+                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit).await,
+                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
+                        (None, Ok(_)) => unreachable!("an access needs an endpoint"),
                     };
-                    (key, bundle.hash, outcome)
+                    (key, bundle.hash, contact)
                 });
             }
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((key, hash, outcome)) = joined else { continue };
+            let Ok((key, hash, contact)) = joined else { continue };
+            let (outcome, pushed) = match contact {
+                Contact::Refreshed(status) => {
+                    if let Some(NodeOutcome::Applied { status: last, .. }) =
+                        self.pushes.get_mut(&key).map(|p| &mut p.outcome)
+                    {
+                        *last = Some(status);
+                    }
+                    continue;
+                }
+                Contact::Lost(why) => (NodeOutcome::Unreachable(why), false),
+                Contact::Pushed(outcome) => (outcome, true),
+            };
             let ok = matches!(&outcome, NodeOutcome::Applied { result, .. } if result.ok);
-            report.pushed.insert(format!("{}/{}", key.0, key.1), ok);
+            if pushed {
+                report.pushed.insert(format!("{}/{}", key.0, key.1), ok);
+            }
             let failures = if ok { 0 } else { self.pushes.get(&key).map_or(0, |p| p.failures) + 1 };
             let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
             match &outcome {
                 NodeOutcome::Applied { result, .. } if result.ok => {
                     tracing::info!(node = %key.1, hash = %short(&hash), unchanged = result.unchanged, "bundle applied")
                 }
-                other => {
+                other if pushed => {
                     tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")
                 }
-            }
-            let (next_try, status_at) = (Instant::now() + backoff, Instant::now());
-            self.pushes.insert(key, NodePush { outcome, hash, failures, next_try, status_at });
-        }
-        while let Some(joined) = refreshes.join_next().await {
-            let Ok((key, fresh)) = joined else { continue };
-            if let Some(NodePush { outcome: NodeOutcome::Applied { status, .. }, status_at, .. }) =
-                self.pushes.get_mut(&key)
-            {
-                *status_at = Instant::now();
-                if let Some(fresh) = fresh {
-                    *status = Some(fresh);
+                other => {
+                    tracing::warn!(node = %key.1, error = %short_outcome(other), retry_in = ?backoff, "agent stopped answering")
                 }
             }
+            self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
         }
         // Forget nodes that are gone.
         self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+        for (namespace, fleet) in fleets {
+            for (node, bundle) in &fleet.bundles {
+                let key = (namespace.clone(), node.clone());
+                let applied = match self.pushes.get(&key).map(|p| &p.outcome) {
+                    Some(NodeOutcome::Applied { status: Some(status), .. }) => status.applied_hash.clone(),
+                    Some(NodeOutcome::Applied { result, .. }) => result.applied_hash.clone(),
+                    _ => String::new(),
+                };
+                report.bundles.insert(key, BundleHashes { desired: bundle.hash.clone(), applied });
+            }
+        }
 
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();
         for (namespace, fleet) in fleets {
-            let managed = of_namespace(&self.managed, namespace, |t| t.condition.clone());
+            let managed: BTreeMap<String, ConditionUpdate> =
+                of_namespace(&self.targets, namespace, |t| t.managed.clone())
+                    .into_iter()
+                    .filter_map(|(node, c)| c.map(|c| (node, c)))
+                    .collect();
             let outcomes = of_namespace(&self.pushes, namespace, |p| p.outcome.clone());
             statuses.extend(fleet_status(
                 &fleet.resources,
@@ -250,46 +242,110 @@ fn short_outcome(outcome: &NodeOutcome) -> String {
     }
 }
 
-impl FleetReconciler {
-    /// How to reach a node's agent now, when it can be reached.
-    fn access_of(&self, key: &(String, String), managed: bool) -> Option<AgentAccess> {
-        match managed {
-            false => Some(self.agents.clone()),
-            true => self.managed.get(key).and_then(|t| t.access.clone()),
+/// What a pass does with one node's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    /// Push the bundle (new, changed, or due for a retry) and read the node's status.
+    Push,
+    /// The agent applied this bundle: read its status (and push again if it no longer runs it).
+    Refresh,
+}
+
+/// Decides what this pass does with a node, from what happened at the last visit (`None`:
+/// wait, its retry is not due yet).
+fn visit(last: Option<&NodePush>, hash: &str, now: Instant) -> Option<Visit> {
+    match last {
+        None => Some(Visit::Push),
+        Some(p) if p.hash != hash => Some(Visit::Push),
+        Some(p) if matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok) => {
+            Some(Visit::Refresh)
+        }
+        Some(p) if p.next_try <= now => Some(Visit::Push),
+        Some(_) => None,
+    }
+}
+
+/// What came of a visit.
+enum Contact {
+    /// The bundle was pushed (or could not be): the new outcome.
+    Pushed(NodeOutcome),
+    /// The agent still runs the bundle: its status now.
+    Refreshed(Box<NodeStatus>),
+    /// The agent no longer answers.
+    Lost(String),
+}
+
+/// Visits one node's agent: pushes the bundle, or reads the status and pushes again when the
+/// agent no longer runs the bundle (restored from a backup, another controller, a hand edit of
+/// its state).
+async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit) -> Contact {
+    let opts = ClientOptions::with_access(url, access.clone());
+    let mut client = match connect(&opts).await {
+        Ok(c) => c,
+        Err(e) if visit == Visit::Refresh => return Contact::Lost(e.to_string()),
+        Err(e) => return Contact::Pushed(NodeOutcome::Unreachable(e.to_string())),
+    };
+    if visit == Visit::Refresh {
+        match client.status(StatusRequest {}).await {
+            Ok(s) if s.get_ref().applied_hash == bundle.hash => {
+                return Contact::Refreshed(Box::new(s.into_inner()));
+            }
+            Ok(s) => tracing::warn!(
+                node = %bundle.node,
+                runs = %short(&s.get_ref().applied_hash),
+                wanted = %bundle.short_hash(),
+                "the agent no longer runs the bundle it applied; pushing it again"
+            ),
+            Err(status) => return Contact::Lost(format!("Status: {}", status.message())),
         }
     }
-}
-
-/// Asks an agent for its node's status alone (no bundle).
-async fn status(url: &str, access: &AgentAccess) -> Option<Box<crate::agent::proto::NodeStatus>> {
-    let mut client = connect(&client_options(url, access)).await.ok()?;
-    client.status(StatusRequest {}).await.ok().map(|s| Box::new(s.into_inner()))
-}
-
-fn client_options(url: &str, access: &AgentAccess) -> ClientOptions {
-    let mut opts = ClientOptions::new(url);
-    opts.token = access.token.clone();
-    opts.tls_ca = access.tls_ca.clone();
-    opts.tls_ca_pem = access.tls_ca_pem.clone();
-    opts.tls_domain = access.tls_domain.clone();
-    opts.tls_cert = access.tls_cert.clone();
-    opts.tls_key = access.tls_key.clone();
-    if let Some(t) = access.timeout {
-        opts.timeout = t;
-    }
-    opts
-}
-
-/// Pushes one bundle and asks for the node's status.
-async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
-    let mut client = match connect(&client_options(url, access)).await {
-        Ok(c) => c,
-        Err(e) => return NodeOutcome::Unreachable(e.to_string()),
-    };
     let result = match client.apply(bundle_to_proto(bundle)).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return NodeOutcome::Unreachable(format!("Apply: {}", status.message())),
+        Err(status) => {
+            return Contact::Pushed(NodeOutcome::Unreachable(format!("Apply: {}", status.message())));
+        }
     };
     let status = client.status(StatusRequest {}).await.ok().map(|s| Box::new(s.into_inner()));
-    NodeOutcome::Applied { result, status }
+    Contact::Pushed(NodeOutcome::Applied { result, status })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::proto::ApplyResult;
+
+    fn last(hash: &str, outcome: NodeOutcome, retry_in: i64) -> NodePush {
+        let now = Instant::now();
+        let next_try = if retry_in >= 0 {
+            now + Duration::from_secs(retry_in as u64)
+        } else {
+            now - Duration::from_secs(retry_in.unsigned_abs())
+        };
+        NodePush { outcome, hash: hash.into(), failures: 1, next_try }
+    }
+
+    #[test]
+    fn each_node_is_pushed_refreshed_or_left_to_its_backoff() {
+        let applied = |ok| NodeOutcome::Applied {
+            result: ApplyResult { ok, applied_hash: "h1".into(), ..Default::default() },
+            status: None,
+        };
+        let now = Instant::now();
+        let cases = [
+            ("never visited", None, Some(Visit::Push)),
+            ("bundle changed", Some(last("h0", applied(true), 30)), Some(Visit::Push)),
+            ("applied: read its status", Some(last("h1", applied(true), 30)), Some(Visit::Refresh)),
+            ("apply failed, retry not due", Some(last("h1", applied(false), 30)), None),
+            ("apply failed, retry due", Some(last("h1", applied(false), -1)), Some(Visit::Push)),
+            ("unreachable, retry not due", Some(last("h1", NodeOutcome::Unreachable("x".into()), 30)), None),
+            (
+                "unreachable, retry due",
+                Some(last("h1", NodeOutcome::Unreachable("x".into()), -1)),
+                Some(Visit::Push),
+            ),
+        ];
+        for (name, last, want) in cases {
+            assert_eq!(visit(last.as_ref(), "h1", now), want, "{name}");
+        }
+    }
 }

@@ -12,8 +12,15 @@ use super::provision::{PROVISIONING_DIR, PROVISIONING_INDEX_FILE, Provisioning, 
 pub const MESH_PLAN_FILE: &str = "mesh.json";
 
 /// Everything one node needs: its owned config files and mesh settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows the node, the file names and the hash, never the contents: the files hold
+/// SIP and trunk secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Bundle {
+    /// The namespace of the node (its fleet): with `node`, who the bundle is for. The agent
+    /// refuses a bundle for another namespace or node. Not part of the hash (it names, it is not
+    /// content).
+    pub namespace: String,
     /// The node it is for.
     pub node: String,
     /// Relative file name → contents (config files and RSA keys).
@@ -59,12 +66,31 @@ pub enum BundleError {
     },
 }
 
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("namespace", &self.namespace)
+            .field("node", &self.node)
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("provisioning", &self.provisioning)
+            .field("hash", &self.short_hash())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bundle {
-    /// Builds a bundle and computes its hash.
+    /// Builds a bundle for `node` of the default namespace and computes its hash.
     pub fn new(node: &str, files: BTreeMap<String, String>, mesh: MeshPlan) -> Self {
         let provisioning = Provisioning::default();
         let hash = content_hash(&files, &mesh, &provisioning);
-        Self { node: node.to_owned(), files, mesh, provisioning, hash }
+        let namespace = crate::crd::DEFAULT_NAMESPACE.to_owned();
+        Self { namespace, node: node.to_owned(), files, mesh, provisioning, hash }
+    }
+
+    /// The same bundle for a node of `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
     }
 
     /// The same bundle carrying `provisioning` (and hashed with it).
@@ -197,6 +223,16 @@ mod tests {
     use super::*;
     use crate::crd::DeviceVendor;
     use crate::render::ServedFile;
+
+    #[test]
+    fn debug_names_the_files_but_never_shows_them() {
+        let files =
+            BTreeMap::from([("pjsip_operator.conf".to_owned(), "password=Hunter2Hunter2".to_owned())]);
+        let bundle = Bundle::new("office-a", files, MeshPlan::default()).in_namespace("pbx");
+        let text = format!("{bundle:?}");
+        assert!(text.contains("pjsip_operator.conf") && text.contains("pbx"), "{text}");
+        assert!(!text.contains("Hunter2"), "{text}");
+    }
 
     #[test]
     fn a_written_folder_reads_back_as_the_same_bundle_provisioning_included() {

@@ -1,13 +1,10 @@
-//! Desk phones and the node settings their provisioning files need: MAC syntax and
-//! normalisation, the file format a vendor's model reads, one MAC per phone fleet-wide, and the
-//! node's provisioning settings. Pure; every problem is a [`ValidationError`] with field and fix.
+//! Desk phones as the renderers see them: a normalised MAC address, the file format a vendor's
+//! model reads, and where a node's phones register. Their checks are in `validate/devices.rs`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use super::validate::{is_host, valid_cidr};
-use super::{Kind, Node, ObjectRef, Reason, ValidationError};
-use crate::crd::{Device, DeviceVendor, NodeProvisioning};
+use super::Node;
+use crate::crd::DeviceVendor;
 use crate::secret::SecretValue;
 
 /// A MAC address, normalised.
@@ -56,11 +53,12 @@ impl Mac {
     }
 
     /// A group address (multicast or broadcast) cannot be a phone's.
-    fn is_group(&self) -> bool {
+    pub fn is_group(&self) -> bool {
         self.0[0] & 1 == 1
     }
 
-    fn is_zero(&self) -> bool {
+    /// The null address.
+    pub fn is_zero(&self) -> bool {
         self.0 == [0; 6]
     }
 }
@@ -157,7 +155,7 @@ pub fn format_of(vendor: DeviceVendor, model: &str) -> Option<(String, DeviceFor
 }
 
 /// What a vendor's renderer supports, for the fix text of an unsupported model.
-fn supported_models(vendor: DeviceVendor) -> &'static str {
+pub fn supported_models(vendor: DeviceVendor) -> &'static str {
     match vendor {
         DeviceVendor::Cisco => {
             "7940 or 7960 (SIP<MAC>.cnf), or 7906, 7911, 7931, 7941, 7942, 7945, 7961, 7962, 7965, 7971, 7975, 69xx, 88xx (SEP<MAC>.cnf.xml); SPA and 3PCC phones use other formats"
@@ -168,29 +166,16 @@ fn supported_models(vendor: DeviceVendor) -> &'static str {
     }
 }
 
-fn phone_error(
-    ns: &str,
-    phone: &str,
-    reason: Reason,
-    field: &str,
-    problem: String,
-    fix: &str,
-) -> ValidationError {
-    ValidationError {
-        object: ObjectRef::new(Kind::Phone, ns, phone),
-        field: field.to_owned(),
-        reason,
-        problem,
-        fix: fix.to_owned(),
-    }
-}
-
-/// A desk phone that passed [`check`], still without its provisioning password.
+/// A desk phone whose MAC, model and node passed validation, still without its provisioning
+/// password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckedDevice {
-    vendor: DeviceVendor,
-    model: String,
-    format: DeviceFormat,
+    /// Vendor.
+    pub vendor: DeviceVendor,
+    /// Canonical model.
+    pub model: String,
+    /// File format.
+    pub format: DeviceFormat,
     /// Its MAC address.
     pub mac: Mac,
 }
@@ -203,172 +188,9 @@ impl CheckedDevice {
     }
 }
 
-/// Checks a Phone's `spec.device` on its node: the MAC, the model and an address to register
-/// to. Returns the device without its password (the caller looks that up) or every problem.
-pub fn check(
-    ns: &str,
-    phone: &str,
-    device: &Device,
-    node: &Node,
-) -> Result<CheckedDevice, Vec<ValidationError>> {
-    let mut errors = Vec::new();
-    let mac = match Mac::parse(&device.mac) {
-        Some(mac) if mac.is_group() || mac.is_zero() => {
-            errors.push(phone_error(
-                ns,
-                phone,
-                Reason::InvalidMac,
-                "spec.device.mac",
-                format!(
-                    "{} is a {} address, not a phone's",
-                    device.mac,
-                    if mac.is_zero() { "null" } else { "multicast or broadcast" }
-                ),
-                "use the MAC address printed on the phone's label (its first byte is even)",
-            ));
-            None
-        }
-        Some(mac) => Some(mac),
-        None => {
-            errors.push(phone_error(
-                ns,
-                phone,
-                Reason::InvalidMac,
-                "spec.device.mac",
-                format!("{:?} is not a MAC address", device.mac),
-                "write six hex pairs, e.g. 00:1a:2b:3c:4d:5e, 00-1A-2B-3C-4D-5E, 001a.2b3c.4d5e or 001a2b3c4d5e",
-            ));
-            None
-        }
-    };
-    let format = format_of(device.vendor, &device.model);
-    if format.is_none() {
-        errors.push(phone_error(
-            ns,
-            phone,
-            Reason::UnsupportedModel,
-            "spec.device.model",
-            format!(
-                "{} {:?} reads a provisioning format the operator does not render",
-                device.vendor.as_str(),
-                device.model
-            ),
-            &format!("use a supported {} model: {}", device.vendor.as_str(), supported_models(device.vendor)),
-        ));
-    }
-    if sip_server(node).is_none() {
-        errors.push(phone_error(
-            ns,
-            phone,
-            Reason::NoSipServer,
-            "spec.device",
-            format!("node {} has neither spec.provisioning.sipServer nor spec.address, so the file cannot say where to register", node.name),
-            &format!("set spec.provisioning.sipServer (the address the phones reach it at) on node {}", node.name),
-        ));
-    }
-    match (format, mac) {
-        (Some((model, format)), Some(mac)) if errors.is_empty() => {
-            Ok(CheckedDevice { vendor: device.vendor, model, format, mac })
-        }
-        _ => Err(errors),
-    }
-}
-
 /// Where a node's phones register: `spec.provisioning.sipServer`, else `spec.address`.
 pub fn sip_server(node: &Node) -> Option<&str> {
     node.provisioning.sip_server.as_deref().or(node.address.as_deref())
-}
-
-/// Claims `mac` for `phone`; the phone that claimed it first (the older one) keeps it, and the
-/// error for the second names both.
-pub fn claim_mac(
-    owners: &mut BTreeMap<Mac, String>,
-    ns: &str,
-    phone: &str,
-    mac: Mac,
-) -> Option<ValidationError> {
-    if let Some(other) = owners.get(&mac) {
-        return Some(phone_error(
-            ns,
-            phone,
-            Reason::DuplicateMac,
-            "spec.device.mac",
-            format!(
-                "{mac} is also the MAC address of phone {other}, so phones {other} and {phone} would fetch the same file"
-            ),
-            &format!(
-                "give each desk phone its own MAC address, or remove spec.device from phone {phone} or {other}"
-            ),
-        ));
-    }
-    owners.insert(mac, phone.to_owned());
-    None
-}
-
-/// Checks a node's `spec.provisioning`; every problem names its field.
-pub fn check_node(ns: &str, node: &str, settings: &NodeProvisioning) -> Vec<ValidationError> {
-    let mut errors = Vec::new();
-    let mut push = |field: String, value: &str, fix: &str| {
-        errors.push(ValidationError {
-            object: ObjectRef::new(Kind::AsteriskNode, ns, node),
-            field,
-            reason: Reason::InvalidField,
-            problem: format!("{value:?} is not allowed here"),
-            fix: fix.to_owned(),
-        })
-    };
-    let host_fix = "use a host name or an IP address (letters, digits, '.', '-', ':')";
-    for (field, host) in [("sipServer", &settings.sip_server), ("ntpServer", &settings.ntp_server)] {
-        if let Some(host) = host
-            && !is_host(host)
-        {
-            push(format!("spec.provisioning.{field}"), host, host_fix);
-        }
-    }
-    for (i, net) in settings.allowed_networks.iter().enumerate() {
-        if !valid_cidr(net) {
-            push(
-                format!("spec.provisioning.allowedNetworks[{i}]"),
-                net,
-                "write an address and prefix length, e.g. 192.168.10.0/24",
-            );
-        }
-    }
-    if let Some(ports) = settings.media_ports
-        && !(ports.start >= 1024 && ports.start < ports.end && ports.start % 2 == 0)
-    {
-        push(
-            "spec.provisioning.mediaPorts".into(),
-            &format!("{}-{}", ports.start, ports.end),
-            "use an even start of at least 1024, below the end (e.g. start 16384, end 32766)",
-        );
-    }
-    for (i, load) in settings.firmware.iter().enumerate() {
-        let ok = !load.load.is_empty()
-            && load.load.len() <= 256
-            && load.load.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/?=&%+~-".contains(&b));
-        if !ok {
-            push(
-                format!("spec.provisioning.firmware[{i}].load"),
-                &load.load,
-                "give the load name or URL: letters, digits and . _ : / ? = & % + ~ -",
-            );
-        }
-        for (j, model) in load.models.iter().enumerate() {
-            if format_of(load.vendor, model).is_none() {
-                push(
-                    format!("spec.provisioning.firmware[{i}].models[{j}]"),
-                    model,
-                    &format!(
-                        "name a supported {} model: {}",
-                        load.vendor.as_str(),
-                        supported_models(load.vendor)
-                    ),
-                );
-            }
-        }
-    }
-    errors
 }
 
 #[cfg(test)]
@@ -441,16 +263,5 @@ mod tests {
             let got = format_of(*vendor, model);
             assert_eq!(got.as_ref().map(|(m, f)| (m.as_str(), *f)), *want, "{vendor:?} {model}");
         }
-    }
-
-    #[test]
-    fn the_first_phone_keeps_a_mac_and_the_second_error_names_both() {
-        let mut owners = BTreeMap::new();
-        let mac = Mac::parse("00:1a:2b:3c:4d:5e").unwrap();
-        assert_eq!(claim_mac(&mut owners, "ns", "reception", mac), None);
-        let err = claim_mac(&mut owners, "ns", "lobby", mac).unwrap();
-        assert_eq!((err.reason, err.field.as_str()), (Reason::DuplicateMac, "spec.device.mac"));
-        assert!(err.problem.contains("reception") && err.problem.contains("lobby"), "{}", err.problem);
-        assert_eq!(owners[&mac], "reception");
     }
 }

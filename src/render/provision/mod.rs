@@ -33,13 +33,20 @@ pub const PROVISIONING_DIR: &str = "provisioning";
 /// The provisioning index inside a written bundle folder.
 pub const PROVISIONING_INDEX_FILE: &str = "provisioning.json";
 
-/// A node's provisioning files and their index.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A node's provisioning files and their index. Its `Debug` names the files, never shows them:
+/// they hold the phones' SIP passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Provisioning {
     /// File name → contents.
     pub files: BTreeMap<String, String>,
     /// Whose each file is, and who may fetch them.
     pub index: ProvisioningIndex,
+}
+
+impl std::fmt::Debug for Provisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.files.keys()).finish()
+    }
 }
 
 impl Provisioning {
