@@ -32,18 +32,7 @@ fn packet() -> impl Strategy<Value = Packet> {
             .prop_map(|(block, data)| Packet::Data { block, data }),
         any::<u16>().prop_map(|block| Packet::Ack { block }),
         (prop_oneof![Just(0u16), Just(1), Just(2), Just(4), Just(5), Just(8), Just(7)], "[ -~]{0,30}")
-            .prop_map(|(code, message)| {
-                let code = match code {
-                    0 => ErrorCode::NotDefined,
-                    1 => ErrorCode::FileNotFound,
-                    2 => ErrorCode::AccessViolation,
-                    4 => ErrorCode::IllegalOperation,
-                    5 => ErrorCode::UnknownTransferId,
-                    8 => ErrorCode::OptionRefused,
-                    c => ErrorCode::Other(c),
-                };
-                Packet::Error { code, message }
-            }),
+            .prop_map(|(code, message)| Packet::Error { code: ErrorCode::from_code(code), message }),
         options.prop_map(|options| Packet::Oack { options }),
     ]
 }

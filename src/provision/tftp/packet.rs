@@ -76,7 +76,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    fn code(self) -> u16 {
+    /// The code on the wire.
+    pub fn code(self) -> u16 {
         match self {
             ErrorCode::NotDefined => 0,
             ErrorCode::FileNotFound => 1,
@@ -88,7 +89,8 @@ impl ErrorCode {
         }
     }
 
-    fn from_code(code: u16) -> ErrorCode {
+    /// The code of a received ERROR packet.
+    pub fn from_code(code: u16) -> ErrorCode {
         match code {
             0 => ErrorCode::NotDefined,
             1 => ErrorCode::FileNotFound,
