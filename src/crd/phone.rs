@@ -27,6 +27,12 @@ use super::{
     printcolumn(name = "Extension", type_ = "string", json_path = ".spec.extension"),
     printcolumn(name = "Registered", type_ = "boolean", json_path = ".status.registered"),
     printcolumn(name = "Contact", type_ = "string", json_path = ".status.contact", priority = 1),
+    printcolumn(
+        name = "Provisioned",
+        type_ = "date",
+        json_path = ".status.provisioning.lastFetchTime",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
