@@ -94,6 +94,8 @@ pub enum Reason {
     UnsupportedModel,
     /// A desk phone on a node that says nowhere which address its phones register to.
     NoSipServer,
+    /// A name the rendered configuration already uses for something else.
+    ReservedName,
 }
 
 impl Reason {
@@ -117,6 +119,7 @@ impl Reason {
             Self::DuplicateMac => "DuplicateMac",
             Self::UnsupportedModel => "UnsupportedModel",
             Self::NoSipServer => "NoSipServer",
+            Self::ReservedName => "ReservedName",
         }
     }
 }
