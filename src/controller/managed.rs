@@ -45,9 +45,6 @@ pub const HTTP_PORT: u16 = 9090;
 /// The agent's device-state mesh port in a managed pod (`--mesh-listen`): other agents dial it
 /// at this node's agent host; every agent of a fleet uses the same mesh port.
 pub const MESH_PORT: u16 = 7444;
-/// Pod template annotation with the fingerprint of the node's mesh certificate: a re-issued
-/// certificate rolls the pod (the agent loads its mesh certificate at start).
-pub const MESH_CERT_ANNOTATION: &str = "asterisk.operator.dev/mesh-cert";
 /// The AMI user of a managed pod (the least-privilege user of docs/agent.md).
 pub const AMI_USER: &str = "asterisk-operator";
 
@@ -253,14 +250,10 @@ fn agent_resources() -> ResourceRequirements {
 
 /// The StatefulSet of a managed node: one pod with the `bootstrap` init container, Asterisk,
 /// and the agent sidecar (with the device-state mesh on [`MESH_PORT`]). No secret value appears
-/// in it: secrets reach the containers only as files of the mounted Secret. `mesh` is the leaf
-/// the Secret holds: its fingerprint (public) is a pod annotation, so a re-issued mesh
-/// certificate restarts the pod.
-pub fn stateful_set(
-    node: &AsteriskNode,
-    settings: &ManagedSettings,
-    mesh: &MeshLeaf,
-) -> Result<StatefulSet, ManagedError> {
+/// in it: secrets reach the containers only as files of the mounted Secret. Nothing of the mesh
+/// certificate is in it either: a re-issued certificate reaches the running agent through the
+/// mounted files (it reloads them), so a renewal or a CA rotation never restarts a PBX.
+pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<StatefulSet, ManagedError> {
     let managed = managed_of(node)?;
     let name = node.name_any();
     let workload = managed_workload_name(&name);
@@ -448,11 +441,7 @@ pub fn stateful_set(
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, settings)),
-                    annotations: Some(BTreeMap::from([(MESH_CERT_ANNOTATION.to_owned(), mesh.revision())])),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels(&name, settings)), ..ObjectMeta::default() }),
                 spec: Some(pod),
             },
             ..StatefulSetSpec::default()
@@ -541,7 +530,7 @@ mod tests {
     #[test]
     fn statefulset_runs_bootstrap_asterisk_and_the_agent_from_one_image() {
         let n = node(false);
-        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&n, &settings()).unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("asterisk-office-a"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("pbx"));
         let spec = sts.spec.as_ref().unwrap();
@@ -644,22 +633,23 @@ mod tests {
     }
 
     #[test]
-    fn a_reissued_mesh_certificate_changes_the_pod_template() {
+    fn a_reissued_mesh_certificate_leaves_the_pod_template_alone() {
+        // The agent reloads its mesh certificate files: a renewal must not restart the PBX.
         let n = node(false);
+        let template = || serde_json::to_value(stateful_set(&n, &settings()).unwrap()).unwrap();
         let (first, second) = (leaf(), leaf());
-        let annotation = |l: &MeshLeaf| {
-            let sts = stateful_set(&n, &settings(), l).unwrap();
-            sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[MESH_CERT_ANNOTATION].clone()
-        };
-        assert_eq!(annotation(&first), first.revision());
-        assert_eq!(annotation(&first).len(), 16, "a short public fingerprint");
-        assert_eq!(annotation(&first), annotation(&first.clone()), "stable while the certificate is");
-        assert_ne!(annotation(&first), annotation(&second), "a new certificate rolls the pod");
+        let text = template().to_string();
+        for l in [&first, &second] {
+            for line in l.cert_pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!text.contains(line), "no part of a mesh certificate is in the pod template");
+            }
+        }
+        assert_eq!(template(), template());
     }
 
     #[test]
     fn host_network_switches_the_dns_policy() {
-        let sts = stateful_set(&node(true), &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&node(true), &settings()).unwrap();
         let pod = sts.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
@@ -669,7 +659,7 @@ mod tests {
     fn every_object_is_labelled_and_owned_by_the_node() {
         let n = node(false);
         let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
-        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&n, &settings()).unwrap();
         let svc = service(&n, &settings()).unwrap();
         let sec = secret(&n, &creds, Some(&leaf()), &settings()).unwrap();
         for meta in [&sts.metadata, &svc.metadata, &sec.metadata] {
@@ -695,7 +685,7 @@ mod tests {
         // Without a uid (not read from an API server) there is no owner reference to make.
         let mut orphan = n.clone();
         orphan.metadata.uid = None;
-        let e = stateful_set(&orphan, &settings(), &leaf()).unwrap_err().to_string();
+        let e = stateful_set(&orphan, &settings()).unwrap_err().to_string();
         assert!(e.starts_with("AsteriskNode pbx/office-a: metadata.uid"), "{e}");
     }
 
@@ -729,7 +719,7 @@ mod tests {
         let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
         let ca = mesh_ca();
         let mesh = ca.issue("office-a", SystemTime::now()).unwrap();
-        let sts = serde_json::to_value(stateful_set(&n, &settings(), &mesh).unwrap()).unwrap();
+        let sts = serde_json::to_value(stateful_set(&n, &settings()).unwrap()).unwrap();
         let text = format!("{sts}{}", serde_json::to_string(&service(&n, &settings()).unwrap()).unwrap());
         // PEM values are checked line by line (JSON would escape their line breaks).
         let lines = |pem: &str| {
@@ -793,7 +783,7 @@ mod tests {
         let mut n = node(false);
         n.spec.managed = None;
         n.spec.numbering = NumberingPlan { prefixes: vec!["3".into()], length: 4 };
-        let e = stateful_set(&n, &settings(), &leaf()).unwrap_err().to_string();
+        let e = stateful_set(&n, &settings()).unwrap_err().to_string();
         assert_eq!(
             e,
             "AsteriskNode pbx/office-a: spec.managed is absent, so the operator runs no pod for it"
