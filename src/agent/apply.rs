@@ -113,11 +113,7 @@ impl Node {
                 super::node::recover(&self.cfg, &mut st).map_err(|e| Failure::new("", e))?;
             }
             st.settle_restart();
-            (
-                st.applied_files.clone(),
-                st.verified && st.applied_hash == bundle.hash,
-                st.restart_pending.clone(),
-            )
+            (st.applied_files.clone(), st.verified.clone(), st.restart_pending.clone())
         };
         if let Some(p) = pending.as_ref().filter(|p| p.hash == bundle.hash) {
             // Written, reloaded and verified already; only the restart is missing.
@@ -135,7 +131,7 @@ impl Node {
             current: &current,
             previous: &previous,
             main_iax: main_iax.as_deref(),
-            verified,
+            verified: &verified,
         })
         .map_err(|e| Failure::new(e.file, e.reason))?;
         result.changed_files = plan.changed_files();
@@ -179,7 +175,7 @@ impl Node {
             result.reloaded_modules.push(module.name().to_owned());
             let t = Instant::now();
             let file = module_file(module, &bundle.files);
-            let r = match self.reload(module, plan.restart.contains(&module)).await {
+            let r = match self.reload_checked(module, plan.restart.contains(&module)).await {
                 Ok(Some(refused)) => {
                     needs_restart.push(refused);
                     self.verify(module, &bundle.files).await
@@ -236,7 +232,7 @@ impl Node {
             failure.message =
                 format!("{}; rollback incomplete: {}", failure.message, rollback.problems.join("; "));
             // Whatever Asterisk runs now was not verified: the next apply reloads everything.
-            lock(&self.status).verified = false;
+            lock(&self.status).verified.clear();
             if self.cfg.dirs().read_current(backup.keys()).is_ok_and(|now| now == backup) {
                 let _ = Journal::finish(&journal_path);
             }
@@ -268,7 +264,7 @@ impl Node {
         for &module in &plan.modules {
             result.reloaded_modules.push(module.name().to_owned());
             let t = Instant::now();
-            let r = match self.reload(module, plan.restart.contains(&module)).await {
+            let r = match self.reload_checked(module, plan.restart.contains(&module)).await {
                 Ok(_) => self.verify(module, &old).await.map_err(|f| f.message),
                 Err(e) => Err(e),
             };
@@ -317,6 +313,7 @@ impl Node {
             hash: bundle.hash.clone(),
             files: bundle.files.keys().cloned().collect(),
             mesh: Some(bundle.mesh.clone()),
+            digests: bundle.files.iter().map(|(f, c)| (f.clone(), plan::digest(c))).collect(),
             restart_required: pending,
         };
         let text = serde_json::to_string_pretty(&applied).expect("applied state serializes");
@@ -326,12 +323,32 @@ impl Node {
         st.applied_hash = applied.hash;
         st.applied_files = applied.files;
         st.mesh = applied.mesh;
-        st.verified = true;
+        st.verified = applied.digests;
         st.restart_pending = applied.restart_required;
         if let Some(text) = bundle.files.get(PJSIP_FILE) {
             st.pjsip_trunks = plan::pjsip_objects(text).trunks;
         }
         Ok(())
+    }
+
+    /// [`Node::reload`], and for a restarted chan_iax2 a look at what Asterisk logged meanwhile:
+    /// a listener it could not open makes the load a failure (Asterisk loads the module anyway,
+    /// without the listener; only the log says so, hence `--asterisk-log`).
+    async fn reload_checked(&self, module: Module, restart: bool) -> Result<Option<String>, String> {
+        let offset = self.log_len();
+        let outcome = self.reload(module, restart).await?;
+        if restart && module == Module::Iax && outcome.is_none() {
+            let log = self.log_since(offset);
+            let errors = plan::iax_listener_errors(&log);
+            if !errors.is_empty() {
+                let said: Vec<&str> = errors.iter().map(|l| plan::log_message(l)).collect();
+                return Err(format!(
+                    "chan_iax2 was loaded without its listener (bindaddr/bindport): Asterisk: {}",
+                    said.join("; ")
+                ));
+            }
+        }
+        Ok(outcome)
     }
 
     /// Reloads a module (AMI `Reload`; success needs `Response: Success` and, when the `Reload`

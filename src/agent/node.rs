@@ -121,10 +121,11 @@ pub struct Status {
     pub applied_hash: String,
     pub applied_files: BTreeSet<String>,
     pub mesh: Option<MeshPlan>,
-    /// Asterisk runs `applied_hash` as verified after its reload. False after an interrupted
-    /// apply was rolled back at start or a rollback could not reload: the next apply reloads
-    /// and verifies every module of its bundle, even when the files on disk already match it.
-    pub verified: bool,
+    /// Digest of each file of `applied_hash` ([`plan::digest`]): what Asterisk was verified
+    /// to run. Emptied after an interrupted apply was rolled back at start or a rollback could
+    /// not reload: the next apply then reloads and verifies every module of its bundle, even
+    /// when the files on disk already match it.
+    pub verified: BTreeMap<String, String>,
     /// Changes written that wait for an Asterisk restart.
     pub restart_pending: Option<PendingRestart>,
     /// PJSIP trunk endpoints of the applied bundle.
@@ -167,7 +168,7 @@ impl Status {
         if restarted {
             tracing::info!("Asterisk restarted: the changes that waited for it are in force");
             self.restart_pending = None;
-            self.verified = false;
+            self.verified.clear();
         }
         restarted
     }
@@ -179,6 +180,10 @@ pub(super) struct Applied {
     pub hash: String,
     pub files: BTreeSet<String>,
     pub mesh: Option<MeshPlan>,
+    /// File → digest of its verified contents (absent in state files of older agents: their
+    /// next apply reloads what it finds unverified).
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_required: Option<PendingRestart>,
 }
@@ -207,13 +212,14 @@ impl Node {
     /// ([`Session::spawn_subscribed`]). Reads the last applied state from disk, rolls back an
     /// apply that was interrupted (its journal), and starts the event and poll tasks.
     pub fn start(cfg: NodeConfig, session: Session, events: crate::ami::EventStream) -> Arc<Node> {
-        let mut status = Status { verified: true, ..Status::default() };
+        let mut status = Status::default();
         if let Ok(text) = std::fs::read_to_string(&cfg.state_file)
             && let Ok(applied) = serde_json::from_str::<Applied>(&text)
         {
             status.applied_hash = applied.hash;
             status.applied_files = applied.files;
             status.mesh = applied.mesh;
+            status.verified = applied.digests;
             status.restart_pending = applied.restart_required;
         }
         if let Err(e) = recover(&cfg, &mut status) {
@@ -413,7 +419,7 @@ pub(super) fn recover(cfg: &NodeConfig, status: &mut Status) -> Result<(), Strin
             failed.join("; ")
         ));
     }
-    status.verified = false;
+    status.verified.clear();
     Journal::finish(&path)
 }
 

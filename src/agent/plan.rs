@@ -128,10 +128,16 @@ pub struct PlanInput<'a> {
     /// Asterisk's main `iax.conf` (it holds the listener when the operator's file does not),
     /// when readable.
     pub main_iax: Option<&'a str>,
-    /// The last verified apply had exactly this bundle. When not, every module the bundle
-    /// touches is reloaded and verified even if the files on disk already match (they may have
-    /// been written by an apply that never reloaded, or by hand).
-    pub verified: bool,
+    /// Digest ([`digest`]) of every file as the last verified apply had it; empty when what
+    /// Asterisk runs was not verified. A file that matches the disk but not this is reloaded
+    /// and verified anyway: it may have been written by an apply that never reloaded, or by hand.
+    pub verified: &'a BTreeMap<String, String>,
+}
+
+/// SHA-256 (hex) of a file's contents, as the state file records them.
+pub fn digest(contents: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(contents.as_bytes()))
 }
 
 /// Compares the bundle's files with what is on disk now and with the names the previous
@@ -146,7 +152,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         if on_disk(file) != Some(contents.as_bytes()) {
             out.writes.insert(file.clone(), contents.clone());
             modules.insert(module);
-        } else if !verified {
+        } else if verified.get(file) != Some(&digest(contents)) {
             modules.insert(module);
         }
     }
@@ -376,6 +382,18 @@ pub fn log_errors_about<'a>(log: &'a str, files: &[String]) -> Vec<(String, &'a 
         .collect()
 }
 
+/// ERROR lines of a log excerpt saying chan_iax2 could not open a listener. Asterisk loads
+/// chan_iax2 anyway (without that listener), so only its log tells that the load failed.
+pub fn iax_listener_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("ERROR["))
+        .filter(|l| {
+            l.contains("Unable to create network socket")
+                || (l.contains("netsock.c") && l.contains("Unable to bind"))
+        })
+        .collect()
+}
+
 /// The message part of an Asterisk log line (after `file.c: `), for people.
 pub fn log_message(line: &str) -> &str {
     line.split_once("] ")
@@ -403,7 +421,8 @@ mod tests {
         current: &BTreeMap<String, Option<Vec<u8>>>,
         previous: &BTreeSet<String>,
     ) -> Result<Plan, PlanError> {
-        super::plan(PlanInput { bundle, current, previous, main_iax: None, verified: true })
+        let verified = bundle.iter().map(|(f, c)| (f.clone(), digest(c))).collect();
+        super::plan(PlanInput { bundle, current, previous, main_iax: None, verified: &verified })
     }
 
     #[test]
@@ -516,7 +535,7 @@ type=endpoint
                 current,
                 previous: &BTreeSet::new(),
                 main_iax,
-                verified: false,
+                verified: &BTreeMap::new(),
             })
             .unwrap()
         };
@@ -529,7 +548,7 @@ type=endpoint
             current: &disk(&[(IAX_FILE, Some(rendered))]),
             previous: &BTreeSet::new(),
             main_iax: Some(main),
-            verified: true,
+            verified: &BTreeMap::from([(IAX_FILE.to_owned(), digest(rendered))]),
         })
         .unwrap();
         assert!(p.restart.contains(&Module::Iax));
@@ -545,19 +564,28 @@ type=endpoint
     }
 
     #[test]
-    fn an_unverified_bundle_reloads_its_modules_even_when_the_files_match() {
-        let b = files(&[(PJSIP_FILE, "a"), (EXTENSIONS_FILE, "c")]);
-        let d = disk(&[(PJSIP_FILE, Some("a")), (EXTENSIONS_FILE, Some("c"))]);
-        let p = super::plan(PlanInput {
+    fn an_unverified_file_is_reloaded_even_when_the_disk_matches() {
+        let b = files(&[(PJSIP_FILE, "a"), (EXTENSIONS_FILE, "c"), (IAX_FILE, "i")]);
+        let d = disk(&[(PJSIP_FILE, Some("a")), (EXTENSIONS_FILE, Some("c")), (IAX_FILE, Some("old"))]);
+        let input = |verified| PlanInput {
             bundle: &b,
             current: &d,
             previous: &BTreeSet::new(),
             main_iax: None,
-            verified: false,
-        })
-        .unwrap();
-        assert!(p.writes.is_empty() && !p.is_empty());
-        assert_eq!(p.modules, vec![Module::Pjsip, Module::Dialplan]);
+            verified,
+        };
+        // Nothing verified (an interrupted apply was rolled back): every module.
+        let p = super::plan(input(&BTreeMap::new())).unwrap();
+        assert_eq!(p.writes.keys().collect::<Vec<_>>(), [IAX_FILE]);
+        assert_eq!(p.modules, vec![Module::Pjsip, Module::Iax, Module::Dialplan]);
+        // The dialplan on disk is the verified one; the PJSIP file on disk is not (written by an
+        // apply that never reloaded): it is reloaded although it matches the bundle.
+        let verified = BTreeMap::from([
+            (PJSIP_FILE.to_owned(), digest("an older a")),
+            (EXTENSIONS_FILE.to_owned(), digest("c")),
+        ]);
+        let p = super::plan(input(&verified)).unwrap();
+        assert_eq!(p.modules, vec![Module::Pjsip, Module::Iax]);
     }
 
     #[test]
@@ -617,6 +645,24 @@ type=endpoint
         assert_eq!(iax_peers(iax), ["a-b-iax", "f"].map(String::from).into());
         let ext = "[general]\nstatic=yes\n[operator-local]\nexten => 1,1,NoOp()\n same => n,Hangup()\n[operator-routes]\n";
         assert_eq!(dialplan_contexts(ext), ["operator-local", "operator-routes"].map(String::from).into());
+    }
+
+    #[test]
+    fn a_listener_chan_iax2_could_not_open_is_found_in_the_log() {
+        let log = "\
+[2026-12-01 05:31:22.922] VERBOSE[10227] chan_iax2.c: Binding IAX2 to address 127.100.39.120:4569
+[2026-12-01 05:31:22.964] ERROR[10227] iax2/netsock.c: Unable to bind to 192.0.2.77:4569: Cannot assign requested address
+[2026-12-01 05:31:22.964] WARNING[10227] chan_iax2.c: Unable to apply binding to '192.0.2.77' at line 7
+[2026-12-01 05:31:22.964] ERROR[10227] chan_iax2.c: Unable to create network socket: Cannot assign requested address
+[2026-12-01 05:31:22.965] VERBOSE[10227] chan_iax2.c: IAX Ready and Listening
+";
+        let errors = iax_listener_errors(log);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(
+            log_message(errors[1]),
+            "Unable to create network socket: Cannot assign requested address"
+        );
+        assert!(iax_listener_errors("[x] VERBOSE[1] chan_iax2.c: IAX Ready and Listening\n").is_empty());
     }
 
     #[test]
