@@ -567,15 +567,12 @@ type=endpoint
     fn an_unverified_file_is_reloaded_even_when_the_disk_matches() {
         let b = files(&[(PJSIP_FILE, "a"), (EXTENSIONS_FILE, "c"), (IAX_FILE, "i")]);
         let d = disk(&[(PJSIP_FILE, Some("a")), (EXTENSIONS_FILE, Some("c")), (IAX_FILE, Some("old"))]);
-        let input = |verified| PlanInput {
-            bundle: &b,
-            current: &d,
-            previous: &BTreeSet::new(),
-            main_iax: None,
-            verified,
-        };
+        let previous = BTreeSet::new();
+        let input =
+            |verified| PlanInput { bundle: &b, current: &d, previous: &previous, main_iax: None, verified };
         // Nothing verified (an interrupted apply was rolled back): every module.
-        let p = super::plan(input(&BTreeMap::new())).unwrap();
+        let nothing = BTreeMap::new();
+        let p = super::plan(input(&nothing)).unwrap();
         assert_eq!(p.writes.keys().collect::<Vec<_>>(), [IAX_FILE]);
         assert_eq!(p.modules, vec![Module::Pjsip, Module::Iax, Module::Dialplan]);
         // The dialplan on disk is the verified one; the PJSIP file on disk is not (written by an
