@@ -390,3 +390,28 @@ fn a_bundle_larger_than_four_mib_reaches_the_agent() {
     assert!(r.error.unwrap().message.contains("bundle is for node \"office-z\""));
     rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn the_first_apply_on_a_pbx_already_listening_there_reloads_chan_iax2_without_unloading_it() {
+    let rt = runtime();
+    // Adopting a running PBX: its iax.conf binds the default 0.0.0.0:4569 and the node renders
+    // no `iax.bind` on port 4569 — the same listener, so IAX2 calls would stay up.
+    let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
+    let node = set.nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some("office-a")).unwrap();
+    node.spec.iax.bind = None;
+    let v1 = render(&set)["office-a"].clone();
+    let ast = ag::asterisk_for_agent("office-a", addrs["office-a"]);
+    let binds = |log: &str| log.lines().filter(|l| l.contains("Binding IAX2 to")).count();
+    let before = binds(&ast.log());
+    assert_eq!(before, 1, "{}", ast.log());
+    let agent = ag::start(&rt, ag::options(&ast));
+    let mut c = client(&rt, &agent);
+    let r = apply(&rt, &mut c, &v1);
+    assert!(r.ok, "{r:?}");
+    assert!(r.reloaded_modules.contains(&"chan_iax2.so".to_owned()), "{r:?}");
+    let ami = rt.block_on(ag::observer(&ast));
+    assert!(iax_peers(&rt, &ami).contains("a-b-iax"), "peers loaded by the reload");
+    assert_eq!(binds(&ast.log()), before, "chan_iax2 was unloaded and loaded:\n{}", ast.log());
+    rt.block_on(ami.close());
+    rt.block_on(agent.shutdown());
+}
