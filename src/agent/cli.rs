@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{self, ClientOptions};
+use super::client::{self, AgentAccess, ClientOptions};
 use super::error::AgentError;
 use super::node::{NodeConfig, bundle_to_proto};
 use super::server::{self, AgentOptions, ServerTls};
 use crate::ami::SessionConfig;
 use crate::render::Bundle;
+use crate::secret::SecretValue;
 
 /// `asterisk-operator agent`.
 #[derive(clap::Args, Debug, Clone)]
@@ -97,7 +98,7 @@ impl AgentArgs {
         if !(self.ping_timeout > 0.0 && self.poll_interval > 0.0) {
             return Err(AgentError::Options("--ping-timeout and --poll-interval must be positive".into()));
         }
-        let secret = client::read_secret_file(&self.ami_secret_file)?;
+        let secret = SecretValue::read_file(&self.ami_secret_file)?;
         let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, secret);
         // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
         ami.keepalive = Some(Duration::from_secs(5));
@@ -119,7 +120,7 @@ impl AgentArgs {
             }),
             _ => None,
         };
-        let token = self.token_file.as_deref().map(client::read_secret_file).transpose()?;
+        let token = self.token_file.as_deref().map(SecretValue::read_file).transpose()?;
         Ok(AgentOptions {
             node,
             ami,
@@ -142,38 +143,11 @@ impl AgentArgs {
     }
 }
 
-/// Sets up tracing (`text` or `json`, filter from `RUST_LOG`, default `info`).
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Runs the agent until SIGTERM or ctrl-c.
 pub async fn run_agent(args: AgentArgs) -> Result<ExitCode, AgentError> {
     let opts = args.options()?;
-    server::run(opts, shutdown_signal()).await?;
+    server::run(opts, crate::daemon::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `asterisk-operator push`.
@@ -225,12 +199,15 @@ pub async fn run_push(args: PushArgs) -> Result<ExitCode, AgentError> {
             })?,
     };
     let bundle = Bundle::read_from(&node, &args.dir)?;
-    let mut opts = ClientOptions::new(&args.agent);
-    opts.token = args.token_file.as_deref().map(client::read_secret_file).transpose()?;
-    opts.tls_ca = args.tls_ca.clone();
-    opts.tls_cert = args.tls_cert.clone();
-    opts.tls_key = args.tls_key.clone();
-    opts.tls_domain = args.tls_domain.clone();
+    let access = AgentAccess {
+        token: args.token_file.as_deref().map(SecretValue::read_file).transpose()?,
+        tls_ca: args.tls_ca.clone(),
+        tls_ca_pem: None,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_domain: args.tls_domain.clone(),
+    };
+    let opts = ClientOptions::with_access(&args.agent, access);
     let mut c = client::connect(&opts).await?;
     let result = c.apply(bundle_to_proto(&bundle)).await?.into_inner();
     if args.json {

@@ -29,7 +29,7 @@ pub mod proto {
     tonic::include_proto!("asterisk_operator.agent.v1");
 }
 
-pub use client::{AgentClient, ClientOptions, connect};
+pub use client::{AgentAccess, AgentClient, ClientOptions, connect};
 pub use error::AgentError;
 pub use node::{Fault, Node, NodeConfig, bundle_from_proto, bundle_to_proto};
 

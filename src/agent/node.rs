@@ -134,7 +134,9 @@ pub struct Status {
     pub last_apply_failed: bool,
     pub asterisk_version: String,
     /// Uptime reported by FullyBooted, and when.
-    pub(super) uptime_at: Option<(u64, Instant)>,
+    uptime_at: Option<(u64, Instant)>,
+    /// When Asterisk started (from FullyBooted's uptime, taken once, so it does not jitter).
+    pub started: Option<SystemTime>,
     pub last_reload: Option<SystemTime>,
     pub endpoints: u32,
     pub endpoints_registered: u32,
@@ -142,6 +144,8 @@ pub struct Status {
     pub active_channels: u32,
     pub trunks: u32,
     pub trunks_reachable: u32,
+    /// Each trunk as this end sees it, by name and protocol.
+    pub trunk_states: Vec<proto::TrunkState>,
     pub booted: bool,
 }
 
@@ -153,9 +157,7 @@ impl Status {
 
     /// When the running Asterisk started, in seconds since the epoch (0 when unknown).
     pub fn asterisk_started_unix(&self) -> u64 {
-        let Some((uptime, at)) = self.uptime_at else { return 0 };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        now.saturating_sub(uptime + at.elapsed().as_secs())
+        self.started.map_or(0, |t| unix_seconds(t) as u64)
     }
 
     /// Clears a pending restart once Asterisk has restarted since (it read every file at start;
@@ -301,6 +303,10 @@ impl Node {
             ami_connected: self.session.is_connected(),
             last_reload_unix: st.last_reload.map_or(0, |t| unix_seconds(t) as i64),
             ready: self.readiness().is_ok(),
+            asterisk_started_unix: st.started.map_or(0, |t| unix_seconds(t) as i64),
+            trunk_states: st.trunk_states.clone(),
+            mirrors: Vec::new(),
+            mesh: false,
             restart_required: st.restart_pending.as_ref().map(PendingRestart::message).unwrap_or_default(),
         }
     }
@@ -382,6 +388,15 @@ impl Node {
         if endpoints.is_some() || peers.is_some() {
             st.trunks = trunk_up.len() as u32;
             st.trunks_reachable = trunk_up.values().filter(|(up, _)| *up).count() as u32;
+            st.trunk_states = trunk_up
+                .iter()
+                .map(|((name, protocol), (up, rtt))| proto::TrunkState {
+                    name: name.clone(),
+                    protocol: (*protocol).to_owned(),
+                    reachable: *up,
+                    rtt_seconds: rtt.unwrap_or(0.0),
+                })
+                .collect();
             self.metrics.trunk_up.clear();
             self.metrics.trunk_rtt_seconds.clear();
             for ((trunk, protocol), (up, rtt)) in trunk_up {
@@ -439,6 +454,7 @@ async fn events_task(
                     Event::FullyBooted(b) => {
                         if let Some(u) = b.uptime {
                             st.uptime_at = Some((u, Instant::now()));
+                            st.started = SystemTime::now().checked_sub(Duration::from_secs(u));
                         }
                         if let Some(r) = b.last_reload {
                             st.last_reload = SystemTime::now().checked_sub(Duration::from_secs(r));

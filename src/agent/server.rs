@@ -131,14 +131,17 @@ impl ApplyQueue {
 pub struct AgentService {
     node: Arc<Node>,
     queue: Arc<ApplyQueue>,
+    /// The mesh's mirrors, reported in the node's Status (BLF subscriptions' `Mirrored`).
+    mirrors: Option<crate::mesh::MirrorReader>,
 }
 
 impl AgentService {
-    /// A service applying through `node`, with its own apply worker.
-    pub fn new(node: Arc<Node>) -> Self {
+    /// A service applying through `node`, with its own apply worker; `mirrors` when the agent
+    /// runs the mesh.
+    pub fn new(node: Arc<Node>, mirrors: Option<crate::mesh::MirrorReader>) -> Self {
         let queue = Arc::new(ApplyQueue { pending: Mutex::new(None), notify: Notify::new() });
         tokio::spawn(queue.clone().worker(node.clone()));
-        AgentService { node, queue }
+        AgentService { node, queue, mirrors }
     }
 }
 
@@ -152,7 +155,22 @@ impl agent_server::Agent for AgentService {
     }
 
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::NodeStatus>, Status> {
-        Ok(Response::new(self.node.node_status().await))
+        let mut status = self.node.node_status().await;
+        if let Some(mirrors) = &self.mirrors {
+            status.mesh = true;
+            status.mirrors = mirrors
+                .views()
+                .into_iter()
+                .map(|v| proto::MirrorState {
+                    owner: v.owner,
+                    extension: v.extension,
+                    state: v.state.as_str().to_owned(),
+                    live: v.live,
+                    changed_unix: (v.changed / 1_000_000_000) as i64,
+                })
+                .collect();
+        }
+        Ok(Response::new(status))
     }
 }
 
@@ -255,9 +273,12 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     };
 
     let service = tonic::service::interceptor::InterceptedService::new(
-        agent_server::AgentServer::new(AgentService::new(node.clone()))
-            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(super::MAX_MESSAGE_BYTES),
+        agent_server::AgentServer::new(AgentService::new(
+            node.clone(),
+            mesh.as_ref().map(|m| m.node.mirror_reader()),
+        ))
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES),
         TokenCheck(opts.token.clone().map(Arc::new)),
     );
     let mut builder = tonic::transport::Server::builder();

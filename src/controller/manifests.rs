@@ -10,10 +10,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
-use super::conditions::{ConditionUpdate, set_condition, types};
-use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::conditions::{ConditionUpdate, set_condition};
+use super::fleet::{FleetReconciler, ReconcileReport};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
+use crate::agent::client::AgentAccess;
 use crate::manifest::DocumentError;
 use crate::offline::{self, OfflineError};
 use crate::topology::ObjectRef;
@@ -92,9 +93,6 @@ enum Entry<'a> {
     Document(DocumentEntry<'a>),
 }
 
-/// Condition reason of a document that could not be read.
-pub const INVALID_MANIFEST: &str = "InvalidManifest";
-
 impl ManifestsController {
     /// A controller with nothing pushed yet.
     pub fn new(opts: ManifestsOptions) -> Self {
@@ -139,7 +137,9 @@ impl ManifestsController {
                 Some((old, conditions)) => (Some(old), conditions),
                 None => (None, Vec::new()),
             };
-            let update = ConditionUpdate::failed(types::VALID, INVALID_MANIFEST, error.condition_message());
+            // The resolver's reason for a field that breaks a rule the CRD schema states.
+            let update =
+                ConditionUpdate::failed(crate::topology::Reason::InvalidField, error.condition_message());
             changed |= set_condition(&mut conditions, update, None, &now) || old.as_ref() != Some(&error);
             self.documents.push((error, conditions));
         }
