@@ -131,6 +131,17 @@ impl Manifests {
             problem,
             fix,
         };
+        // The namespace names output folders and goes into the secrets file: a DNS-1123 label,
+        // as the API server requires of every namespace.
+        if !crate::crd::rules::is_dns_label(&namespace) {
+            let e = error(
+                "metadata.namespace",
+                format!("{namespace:?} is not a DNS-1123 label"),
+                crate::crd::rules::DNS_LABEL_FIX.to_owned(),
+            );
+            self.errors.push(e);
+            return;
+        }
         let ours = matches!(kind.as_str(), "AsteriskNode" | "Trunk" | "Phone" | "BlfSubscription");
         if ours && api_version != format!("{GROUP}/{VERSION}") {
             let e = error(
@@ -282,7 +293,9 @@ pub fn secrets_yaml(namespace: &str, secrets: &BTreeMap<String, BTreeMap<String,
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n"
         ));
         for (key, value) in keys {
-            out.push_str(&format!("  {key}: \"{}\"\n", value.expose()));
+            // A JSON string is a YAML double-quoted scalar: newlines (PEM) survive as \n.
+            let quoted = serde_json::to_string(value.expose()).expect("a string serializes");
+            out.push_str(&format!("  {key}: {quoted}\n"));
         }
     }
     out

@@ -55,6 +55,16 @@ impl Node {
         let mut result = proto::ApplyResult::default();
         let outcome = self.apply_locked(bundle, &mut result).await;
         result.duration_seconds = start.elapsed().as_secs_f64();
+        self.answer(bundle, outcome, &mut result);
+        // What changed shows in the next scrape, not one poll interval later.
+        if result.ok && !result.unchanged {
+            self.poll().await;
+        }
+        result
+    }
+
+    /// Records an apply's outcome in the status and the metrics, and completes the answer.
+    fn answer(&self, bundle: &Bundle, outcome: Result<(), Failure>, result: &mut proto::ApplyResult) {
         let mut st = lock(&self.status);
         match outcome {
             Ok(()) => {
@@ -95,7 +105,6 @@ impl Node {
                 });
             }
         }
-        result
     }
 
     async fn apply_locked(&self, bundle: &Bundle, result: &mut proto::ApplyResult) -> Result<(), Failure> {
@@ -328,6 +337,7 @@ impl Node {
         if let Some(text) = bundle.files.get(PJSIP_FILE) {
             st.pjsip_trunks = plan::pjsip_objects(text).trunks;
         }
+        st.sip_target = self.cfg.sip_probe.target(bundle.files.get(PJSIP_FILE).map(String::as_str));
         Ok(())
     }
 

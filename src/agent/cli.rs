@@ -20,6 +20,10 @@ pub struct AgentArgs {
     /// Node name (the AsteriskNode this agent serves); bundles for other nodes are refused.
     #[arg(long, env = "AO_AGENT_NODE")]
     pub node: String,
+    /// The AsteriskNode's namespace; bundles for other namespaces are refused (node names are
+    /// unique only within a namespace).
+    #[arg(long, env = "AO_AGENT_NAMESPACE", default_value = crate::crd::DEFAULT_NAMESPACE)]
+    pub namespace: String,
     /// Asterisk's AMI address.
     #[arg(long, env = "AO_AGENT_AMI_ADDR", default_value = "127.0.0.1:5038")]
     pub ami_addr: String,
@@ -60,7 +64,15 @@ pub struct AgentArgs {
     /// File holding a shared token callers must send as `authorization: Bearer <token>`.
     #[arg(long, env = "AO_AGENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Serve gRPC in plaintext (and allow no caller authentication): local use only.
+    /// Serve gRPC (and the mesh, without mesh certificates) in plaintext. Only on a loopback
+    /// address: for tests and a controller on the same host.
+    #[arg(long, env = "AO_AGENT_PLAINTEXT")]
+    pub plaintext: bool,
+    /// Accept callers that present neither a token nor a client certificate. Only on a
+    /// loopback address.
+    #[arg(long, env = "AO_AGENT_NO_AUTH")]
+    pub no_auth: bool,
+    /// Both --plaintext and --no-auth (local testing only; loopback addresses only).
     #[arg(long, env = "AO_AGENT_INSECURE")]
     pub insecure: bool,
     /// Device-state mesh listen address (other agents subscribe here); absent: no mesh.
@@ -84,6 +96,11 @@ pub struct AgentArgs {
     /// One `asterisk_phone_registered{endpoint}` series per phone.
     #[arg(long, env = "AO_AGENT_PER_PHONE_METRICS")]
     pub per_phone_metrics: bool,
+    /// SIP OPTIONS probe of the node's own transport at each poll: `auto` (the transport of the
+    /// applied `pjsip_operator.conf`, a wildcard bind probed on loopback), `off`, or
+    /// `udp:ADDRESS:PORT` / `tcp:ADDRESS:PORT`.
+    #[arg(long, env = "AO_AGENT_SIP_PROBE", default_value = "auto")]
+    pub sip_probe: crate::agent::sip_probe::ProbeSetting,
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -104,6 +121,7 @@ impl AgentArgs {
         ami.keepalive = Some(Duration::from_secs(5));
         ami.backoff_max = Duration::from_secs(5);
         let mut node = NodeConfig::new(&self.node, self.config_dir.clone(), self.keys_dir.clone());
+        node.namespace.clone_from(&self.namespace);
         if let Some(f) = &self.state_file {
             node.state_file = f.clone();
         }
@@ -111,6 +129,7 @@ impl AgentArgs {
         node.ping_timeout = Duration::from_secs_f64(self.ping_timeout);
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
+        node.sip_probe = self.sip_probe;
         node.fault = self.test_fault;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
@@ -128,7 +147,8 @@ impl AgentArgs {
             http_listen: self.http_listen,
             tls,
             token,
-            insecure: self.insecure,
+            plaintext: self.plaintext || self.insecure,
+            no_auth: self.no_auth || self.insecure,
             mesh: self.mesh_listen.map(|listen| server::MeshOptions {
                 listen,
                 tls: match (&self.mesh_ca, &self.mesh_cert, &self.mesh_key) {
@@ -174,6 +194,9 @@ pub struct PushArgs {
     /// Node name (default: the folder's name).
     #[arg(long)]
     pub node: Option<String>,
+    /// The node's namespace (the agent refuses a bundle for another one).
+    #[arg(long, default_value = crate::crd::DEFAULT_NAMESPACE)]
+    pub namespace: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -198,7 +221,7 @@ pub async fn run_push(args: PushArgs) -> Result<ExitCode, AgentError> {
                 ))
             })?,
     };
-    let bundle = Bundle::read_from(&node, &args.dir)?;
+    let bundle = Bundle::read_from(&node, &args.dir)?.in_namespace(&args.namespace);
     let access = AgentAccess {
         token: args.token_file.as_deref().map(SecretValue::read_file).transpose()?,
         tls_ca: args.tls_ca.clone(),

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod server;
+pub mod sip_probe;
 
 /// Generated gRPC types and the tonic client/server of `proto/agent.proto`.
 pub mod proto {

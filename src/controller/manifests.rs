@@ -10,11 +10,12 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
+use super::agent_policy::AgentPolicy;
 use super::conditions::{ConditionUpdate, set_condition};
+use super::file_credentials;
 use super::fleet::{FleetReconciler, ReconcileReport};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
-use crate::agent::client::AgentAccess;
 use crate::manifest::DocumentError;
 use crate::offline::{self, OfflineError};
 use crate::topology::ObjectRef;
@@ -42,10 +43,10 @@ pub struct ManifestsOptions {
     pub inputs: Vec<PathBuf>,
     /// Where every resource's status is written (YAML).
     pub status_file: PathBuf,
-    /// Where generated secrets are kept between runs (0600).
+    /// Where generated secrets and each node's agent credentials are kept between runs (0600).
     pub secrets_file: PathBuf,
-    /// How the agents are reached.
-    pub agents: AgentAccess,
+    /// Where and how agents may be reached (each with its node's own credentials).
+    pub agents: AgentPolicy,
 }
 
 /// The `--manifests` controller.
@@ -114,6 +115,7 @@ impl ManifestsController {
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, ManifestsError> {
         let loaded = offline::load_fleets(&self.opts.inputs, &self.opts.secrets_file)?;
         offline::keep_generated_secrets(&self.opts.secrets_file, &loaded.generated)?;
+        self.fleet.set_targets(file_credentials::targets(&self.opts.secrets_file, &loaded.fleets));
         let mut report = self.fleet.reconcile(&loaded.fleets).await;
         let documents_changed = self.set_document_errors(loaded.document_errors);
         report.errors.splice(0..0, self.documents.iter().map(|(e, _)| e.to_string()));

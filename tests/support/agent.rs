@@ -67,7 +67,8 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
         http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: None,
         token: None,
-        insecure: true,
+        plaintext: true,
+        no_auth: true,
         mesh: None,
     }
 }
@@ -77,7 +78,7 @@ pub fn start(rt: &tokio::runtime::Runtime, opts: AgentOptions) -> RunningAgent {
     rt.block_on(asterisk_operator::agent::start(opts)).expect("agent starts")
 }
 
-/// A plaintext gRPC client of `agent` (the agents of [`options`] serve with `--insecure`).
+/// A plaintext gRPC client of `agent` (the agents of [`options`] serve with `--plaintext --no-auth` on loopback).
 pub fn client(rt: &tokio::runtime::Runtime, agent: &RunningAgent) -> AgentClient {
     rt.block_on(connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr)))).unwrap()
 }
