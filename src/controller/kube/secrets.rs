@@ -315,5 +315,17 @@ mod tests {
         for phone in ["c", "d"] {
             assert!(message(phone).contains("is not available to the operator"), "{}", message(phone));
         }
+
+        // The user applies the Secret later, labelled: it is used as it is, and nothing is
+        // written to it (no owner reference: it stays the user's).
+        let later = [
+            cached[0].clone(),
+            labelled("not-there-yet", "password", "AppliedLaterPassword1", Some(SecretRole::Usable), None),
+        ];
+        let (client, mut handle) = mock();
+        let mut again = ResourceSet { secrets: SecretStore::new(), ..set.clone() };
+        fill(&client, Some(&later), None, &mut again).await;
+        assert!(silent(&mut handle).await, "the user's Secret is not written to");
+        assert!(topology::resolve(&again).topology.phones.contains_key("e"), "phone e resolves now");
     }
 }

@@ -168,3 +168,33 @@ fn entry<'a, K: Resource>(grouped: &'a mut BTreeMap<String, ResourceSet>, r: &K)
     let ns = namespace_of(r.meta());
     grouped.entry(ns.clone()).or_insert_with(|| ResourceSet { namespace: ns, ..ResourceSet::default() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::mock_api::{answer, mock};
+
+    fn empty_list() -> serde_json::Value {
+        serde_json::json!({"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+    }
+
+    #[tokio::test]
+    async fn secrets_are_asked_for_and_watched_only_by_the_operator_label() {
+        // Whether the server serves Secrets: asked with the label selector too.
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move { answer(&mut handle, Some(empty_list())).await });
+        assert!(secrets_served(&client, &[]).await);
+        let (_, uri, _) = server.await.unwrap();
+        assert!(uri.starts_with("/api/v1/secrets?"), "{uri}");
+        assert!(uri.contains("labelSelector=asterisk.operator.dev%2Fsecret"), "{uri}");
+
+        // The cache of a namespaced controller: one watch per namespace, each by the label.
+        let (client, mut handle) = mock();
+        let changed = Arc::new(Notify::new());
+        let labelled = watcher::Config::default().labels(secret_roles::LABEL);
+        let _caches = Caches::<Secret>::start(&client, &["team-a".into()], &labelled, &changed);
+        let (_, uri, _) = answer(&mut handle, Some(empty_list())).await;
+        assert!(uri.starts_with("/api/v1/namespaces/team-a/secrets?"), "{uri}");
+        assert!(uri.contains("labelSelector=asterisk.operator.dev%2Fsecret"), "{uri}");
+    }
+}
