@@ -104,6 +104,9 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
+    /// Test-only fault injection (`hold-before-reload`): the crash tests use it; never set it.
+    #[arg(long, env = "AO_AGENT_TEST_FAULT", hide = true)]
+    pub test_fault: Option<super::node::Fault>,
 }
 
 impl AgentArgs {
@@ -127,6 +130,7 @@ impl AgentArgs {
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
         node.sip_probe = self.sip_probe;
+        node.fault = self.test_fault;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
                 cert: cert.clone(),
@@ -247,6 +251,7 @@ pub fn result_json(r: &super::proto::ApplyResult) -> String {
         "reloadedModules": r.reloaded_modules,
         "rolledBack": r.rolled_back,
         "superseded": r.superseded,
+        "restartRequired": r.restart_required,
         "durationSeconds": r.duration_seconds,
         "error": r.error.as_ref().map(|e| serde_json::json!({"file": e.file, "message": e.message})),
     })
@@ -269,6 +274,12 @@ pub fn result_text(node: &str, bundle: &Bundle, r: &super::proto::ApplyResult) -
             r.duration_seconds,
             r.changed_files.join(", "),
             r.reloaded_modules.join(", ")
+        );
+    } else if !r.restart_required.is_empty() {
+        s += &format!(
+            "{node}: bundle {} written and reloaded, but NOT all in force: {}\n",
+            bundle.short_hash(),
+            r.restart_required
         );
     } else {
         let e = r.error.clone().unwrap_or_default();
