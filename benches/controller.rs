@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use support::agent as ag;
 use support::fleet::{self, on_loopback};

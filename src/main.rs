@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
-            agent_cli::init_logging(&args.log_format);
+            asterisk_operator::daemon::init_logging(&args.log_format);
             Ok(agent_cli::run_agent(*args).await?)
         }
         Command::Bootstrap(args) => {
@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Command::Controller(args) => {
-            agent_cli::init_logging(&args.log_format);
+            asterisk_operator::daemon::init_logging(&args.log_format);
             Ok(asterisk_operator::controller::cli::run(args).await?)
         }
         Command::Ami(args) => {

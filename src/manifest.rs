@@ -7,12 +7,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 
-use crate::crd::{AsteriskNode, BlfSubscription, GROUP, Phone, Trunk, VERSION};
+use crate::crd::{AsteriskNode, BlfSubscription, DEFAULT_NAMESPACE, GROUP, Phone, Trunk, VERSION};
 use crate::secret::SecretValue;
 use crate::topology::ResourceSet;
-
-/// Namespace of resources that name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Reading manifests failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Secret values: passwords and keys read from Kubernetes Secrets or generated.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -27,6 +28,35 @@ impl SecretValue {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Reads a secret file (AMI secret, token): the whole file but a trailing newline, which
+    /// editors and `echo` add; an empty value is an error, never an empty password.
+    pub fn read_file(path: &Path) -> Result<Self, SecretFileError> {
+        let bytes =
+            std::fs::read(path).map_err(|source| SecretFileError::Read { path: path.to_owned(), source })?;
+        let text = String::from_utf8_lossy(&bytes);
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(SecretFileError::Empty(path.to_owned()));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// A secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file could not be read.
+    #[error("reading secret file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file holds nothing but a newline.
+    #[error("secret file {0} is empty")]
+    Empty(PathBuf),
 }
 
 impl fmt::Debug for SecretValue {
@@ -50,6 +80,21 @@ mod tests {
         let s = SecretValue::new("hunter2hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2hunter2");
+    }
+
+    #[test]
+    fn secret_files_lose_their_trailing_newline_and_must_not_be_empty() {
+        let dir = std::env::temp_dir().join(format!("ao-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "s3cr3t value\r\n").unwrap();
+        assert_eq!(SecretValue::read_file(&file).unwrap().expose(), "s3cr3t value");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(SecretValue::read_file(&file), Err(SecretFileError::Empty(_))));
+        let missing = dir.join("missing");
+        let e = SecretValue::read_file(&missing).unwrap_err();
+        assert!(e.to_string().starts_with("reading secret file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

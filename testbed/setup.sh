@@ -29,6 +29,13 @@ KEY_PODMAN="bookworm-podman-4.3-1"       # podman, buildah, runc, netavark on th
 KEY_PODBASE="sid-slim-$(date -u +%Y-%m)-1"   # the image base: a fresh sid debootstrap every month
 PODBASE_IMAGE="localhost/debian:sid-slim"
 PODMAN_CONF="/etc/containers/containers.conf.d/50-asterisk-operator.conf"
+KUBEVALIDATE_VERSION="1.37.0"            # kubernetes-validate (PyPI): rendered chart objects, --strict
+KEY_KUBEVALIDATE="kubernetes-validate-${KUBEVALIDATE_VERSION}-1"
+PROMOP_MODELS_VERSION="6.0.0"            # @kubernetes-models/prometheus-operator: monitoring CRD schemas
+README_GENERATOR_VERSION="2.7.2"         # @bitnami/readme-generator-for-helm: the chart README
+KEY_CHARTNPM="chart-npm-${PROMOP_MODELS_VERSION}-${README_GENERATOR_VERSION}-1"
+KUBEVALIDATE_VENV="$AO_CACHE/venv-kubernetes-validate"
+CHART_NPM="$AO_CACHE/chart-npm"
 
 APISERVER_IN_ROOT="/opt/ao/apiextensions-apiserver"   # path inside the root
 APISERVER_BIN="$BIN/apiextensions-apiserver"          # copy on the host (static binary)
@@ -58,6 +65,8 @@ AO_KUBECTL=$BIN/kubectl
 AO_PROMTOOL=/usr/bin/promtool
 AO_BARESIP=/usr/bin/baresip
 AO_IMAGE_BASE=$PODBASE_IMAGE
+AO_KUBERNETES_VALIDATE=$KUBEVALIDATE_VENV/bin/kubernetes-validate
+AO_CHART_NPM=$CHART_NPM
 EOF
 }
 if [[ $print_env == 1 ]]; then print_paths; exit 0; fi
@@ -290,6 +299,24 @@ EOF
   if [[ -n $old ]]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
 }
 
+do_kubevalidate() {
+  host_apt_install python3-venv
+  rm -rf "$KUBEVALIDATE_VENV"
+  python3 -m venv "$KUBEVALIDATE_VENV" || die "python3 -m venv failed"
+  "$KUBEVALIDATE_VENV/bin/pip" install -q "kubernetes-validate==$KUBEVALIDATE_VERSION" >>"$AO_CACHE/pip.log" 2>&1 \
+    || { tail -20 "$AO_CACHE/pip.log" >&2; die "pip install kubernetes-validate failed (log: $AO_CACHE/pip.log)"; }
+  "$KUBEVALIDATE_VENV/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
+}
+
+do_chartnpm() {
+  command -v npm >/dev/null || host_apt_install npm
+  rm -rf "$CHART_NPM"; mkdir -p "$CHART_NPM"
+  npm install --silent --no-audit --no-fund --prefix "$CHART_NPM" \
+    "@kubernetes-models/prometheus-operator@$PROMOP_MODELS_VERSION" \
+    "@bitnami/readme-generator-for-helm@$README_GENERATOR_VERSION" >"$AO_CACHE/npm-chart.log" 2>&1 \
+    || { tail -20 "$AO_CACHE/npm-chart.log" >&2; die "npm install of the chart tools failed (log: $AO_CACHE/npm-chart.log)"; }
+}
+
 # ---- main (a function, so the whole script is parsed before anything runs) ------------------
 main() {
   log "cache: $AO_CACHE  (mode: $([[ $want_go == 1 ]] && echo all || echo asterisk-only))"
@@ -298,6 +325,8 @@ main() {
   step asterisk "$KEY_ASTERISK" do_asterisk '[[ -x $ROOT/usr/sbin/asterisk ]]'
   step hostpkg "$KEY_HOSTPKG" do_hostpkg 'command -v baresip >/dev/null && command -v promtool >/dev/null'
   step helm "$KEY_HELM" do_helm '[[ -x $BIN/helm && -x $BIN/kubectl ]]'
+  step kubevalidate "$KEY_KUBEVALIDATE" do_kubevalidate '[[ -x $KUBEVALIDATE_VENV/bin/kubernetes-validate ]]'
+  step chartnpm "$KEY_CHARTNPM" do_chartnpm '[[ -x $CHART_NPM/node_modules/.bin/readme-generator && -d $CHART_NPM/node_modules/@kubernetes-models/prometheus-operator ]]'
   if [[ $want_go == 1 ]]; then
     step go "$KEY_GO" do_go '[[ -x $ROOT/usr/bin/etcd && -d $ROOT/usr/share/gocode/src/k8s.io/apiextensions-apiserver ]]'
     step apiserver "$KEY_APISERVER" do_apiserver '[[ -x $APISERVER_BIN ]]'

@@ -294,20 +294,41 @@ fn push_needs_the_token_and_the_command_reports_the_result() {
 }
 
 #[test]
-fn plaintext_or_unauthenticated_serving_needs_insecure() {
+fn plaintext_or_unauthenticated_serving_is_explicit_and_loopback_only() {
     let addr = support::asterisk::fresh_address();
     // No Asterisk needed: the check happens before anything starts.
-    let mut opts = ag::options_for_addr("office-x", addr);
-    opts.insecure = false;
+    let base = ag::options_for_addr("office-x", addr);
+    let mut opts = base.clone();
+    opts.plaintext = false;
     let err = opts.check().unwrap_err().to_string();
-    assert!(err.contains("--insecure"), "{err}");
+    assert!(err.contains("--plaintext") && err.contains("--tls-cert"), "{err}");
     opts.tls = Some(asterisk_operator::agent::ServerTls {
         cert: "cert.pem".into(),
         key: "key.pem".into(),
         client_ca: None,
     });
+    opts.no_auth = false;
     let err = opts.check().unwrap_err().to_string();
     assert!(err.contains("--tls-client-ca") && err.contains("--token-file"), "{err}");
     opts.token = Some(ag::token());
     opts.check().unwrap();
+
+    // Off loopback, neither plaintext nor unauthenticated serving is accepted.
+    let mut open = base.clone();
+    open.grpc_listen = "0.0.0.0:7443".parse().unwrap();
+    let err = open.check().unwrap_err().to_string();
+    assert!(err.contains("only on a loopback address, not 0.0.0.0:7443"), "{err}");
+    open.tls = opts.tls.clone();
+    let err = open.check().unwrap_err().to_string();
+    assert!(err.contains("--no-auth lets anyone who reaches 0.0.0.0:7443 apply configuration"), "{err}");
+    // The mesh without mTLS: only on loopback, whatever the gRPC side does.
+    let mut mesh = opts.clone();
+    mesh.plaintext = true;
+    mesh.mesh = Some(asterisk_operator::agent::MeshOptions {
+        listen: "0.0.0.0:7444".parse().unwrap(),
+        tls: None,
+        endpoints: Default::default(),
+    });
+    let err = mesh.check().unwrap_err().to_string();
+    assert!(err.contains("trusts the node name each peer claims") && err.contains("0.0.0.0:7444"), "{err}");
 }

@@ -10,9 +10,10 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::agent::{AgentOptions, ServerTls};
-use asterisk_operator::controller::conditions::{ConditionUpdate, types};
-use asterisk_operator::controller::fleet::{AgentAccess, FleetReconciler, ManagedTarget};
+use asterisk_operator::controller::conditions::{ConditionUpdate, ManagedReason};
+use asterisk_operator::controller::fleet::{FleetReconciler, ManagedTarget};
 use asterisk_operator::controller::managed::NodeCredentials;
 use asterisk_operator::offline::LoadedFleet;
 use asterisk_operator::render;
@@ -76,7 +77,7 @@ fn push(fleet_: &LoadedFleet, agent_url: &str, access: AgentAccess) -> (bool, St
     reconciler.set_managed(BTreeMap::from([(
         ("default".to_owned(), NODE.to_owned()),
         ManagedTarget {
-            condition: ConditionUpdate::ok(types::MANAGED, "Running", "pod ready"),
+            condition: ConditionUpdate::ok(ManagedReason::Running, "pod ready"),
             access: Some(access),
         },
     )]));
@@ -120,26 +121,27 @@ fn a_bootstrapped_node_boots_asterisk_22_cleanly_and_takes_its_bundle_over_pinne
     opts.tls =
         Some(ServerTls { cert: secrets.join("tls.crt"), key: secrets.join("tls.key"), client_ca: None });
     opts.token = Some(creds.agent_token.clone());
-    opts.insecure = false;
+    opts.plaintext = false;
+    opts.no_auth = false;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let agent = ag::start(&rt, opts);
     let url = format!("https://{}", agent.grpc_addr);
 
     // Pinning: another node's certificate is not trusted, nor is a wrong token accepted.
     let other = NodeCredentials::generate(&fleet_.resources.nodes[0]).unwrap();
-    let (ok, why) = push(&fleet_, &url, other.agent_access("default", NODE, &AgentAccess::default()));
+    let (ok, why) = push(&fleet_, &url, other.agent_access("default", NODE));
     assert!(!ok, "a certificate other than the pinned one was accepted");
     assert!(
         why.contains(&url) || why.to_lowercase().contains("certificate") || why.contains("connect"),
         "{why}"
     );
-    let mut wrong_token = creds.agent_access("default", NODE, &AgentAccess::default());
+    let mut wrong_token = creds.agent_access("default", NODE);
     wrong_token.token = Some(other.agent_token.clone());
     let (ok, why) = push(&fleet_, &url, wrong_token);
     assert!(!ok && why.contains("bearer token"), "{why}");
 
     // The node's own credentials: applied.
-    let (ok, why) = push(&fleet_, &url, creds.agent_access("default", NODE, &AgentAccess::default()));
+    let (ok, why) = push(&fleet_, &url, creds.agent_access("default", NODE));
     assert!(ok, "not applied: {why}");
     asterisk.wait_for("pjsip show endpoints", std::time::Duration::from_secs(5), |o| o.contains("3001"));
     assert!(asterisk.rx("pjsip show transports").contains(&format!("{addr}:5060")), "the rendered transport");

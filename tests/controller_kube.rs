@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::controller::kube::{KubeOptions, LeaseSettings, run};
 use asterisk_operator::controller::metrics::{ControllerMetrics, serve};
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::controller::kube::{KubeOptions, run};
 use asterisk_operator::controller::metrics::ControllerMetrics;
 use asterisk_operator::crd::{AsteriskNode, Phone};

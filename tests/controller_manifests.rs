@@ -1,15 +1,19 @@
 //! `controller --manifests`: the reconcile fed from YAML files drives two real Asterisk 22
-//! instances through two agents — apply, edit a phone (only its node, only res_pjsip), delete a
-//! phone (gone from its node), and honest status for every resource.
+//! instances through two agents (with the device-state mesh) — apply, edit a phone (only its
+//! node, only res_pjsip), delete a phone (gone from its node), and honest status for every
+//! resource: trunks say whether both ends reach each other (Routed), BLF subscriptions whether
+//! their lamps follow the owner (Mirrored), and both turn false when office-b goes away.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use asterisk_operator::controller::fleet::AgentAccess;
+use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use asterisk_operator::controller::status::ResourceStatus;
+use asterisk_operator::crd::{BlfSubscription, BlfSubscriptionSpec, BlfTarget, Watcher};
 use asterisk_operator::topology::{Kind, ObjectRef, ResourceSet};
 use kube::Resource;
 use support::agent::{self as ag, get, parse_metrics, value};
@@ -50,6 +54,26 @@ fn condition(
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
+/// Reconciles until `done` holds for the statuses (the agents' reports of trunks and mirrors
+/// arrive with the next pass after the state changed), or fails after `within`.
+fn reconcile_until(
+    rt: &tokio::runtime::Runtime,
+    controller: &mut ManifestsController,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<ObjectRef, ResourceStatus>) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        rt.block_on(controller.reconcile()).unwrap();
+        if done(controller.statuses()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}: {:#?}", controller.statuses());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn reloads(agent_http: std::net::SocketAddr, module: &str) -> f64 {
     let (code, body) = get(agent_http, "/metrics");
     assert_eq!(code, 200);
@@ -61,7 +85,15 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
     set.secrets.clear(); // the controller generates and keeps them, as it would for a user
-    let (nodes, mut agents) = ag::boot_with_agents(&rt, &mut set, &addrs);
+    // office-a itself watches 4001 (no phone keys): it stays valid when sales-2 goes below.
+    set.blf_subscriptions.push(BlfSubscription::new(
+        "office-a-watches-4001",
+        BlfSubscriptionSpec {
+            watcher: Watcher { phone: None, node: Some("office-a".into()) },
+            targets: vec![BlfTarget { extension: "4001".into(), label: None }],
+        },
+    ));
+    let (nodes, mut agents) = ag::boot_with_mesh_agents(&rt, &mut set, &addrs);
     let work = std::env::temp_dir().join(format!("ao-controller-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let dir = work.join("fleet");
@@ -111,7 +143,42 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
         assert!(!written.contains(secret.1.trim_end_matches('"')), "no secret in the status file");
     }
 
-    // Nothing changed: nothing pushed.
+    // Once office-b registered and both ends qualified each other, the IAX2 trunk is up and
+    // says which routes use it; once office-a's mesh has office-b's snapshot, the lamps are live.
+    reconcile_until(&rt, &mut controller, Duration::from_secs(30), "a-b-iax routed, lamps live", |s| {
+        condition(s, Kind::Trunk, "a-b-iax", "Routed").0 == "True"
+            && condition(s, Kind::BlfSubscription, "reception-watches-sales", "Mirrored").0 == "True"
+            && condition(s, Kind::BlfSubscription, "office-a-watches-4001", "Mirrored").0 == "True"
+    });
+    let ResourceStatus::Trunk(iax) =
+        &controller.statuses()[&ObjectRef::new(Kind::Trunk, "default", "a-b-iax")]
+    else {
+        panic!("trunk status")
+    };
+    assert_eq!(iax.up, Some(true));
+    assert!(iax.ends.iter().all(|e| e.reachable == Some(true)), "{iax:?}");
+    let used: Vec<(&str, &str, u32)> =
+        iax.routes.iter().map(|r| (r.from.as_str(), r.destination.as_str(), r.choice)).collect();
+    assert_eq!(used, [("office-a", "office-b", 1), ("office-b", "office-a", 1)], "primary both ways");
+    let (_, _, message) = condition(controller.statuses(), Kind::Trunk, "a-b-iax", "Routed");
+    assert!(message.contains("office-a → office-b (4XXX) choice 1"), "{message}");
+    let ResourceStatus::Blf(blf) =
+        &controller.statuses()[&ObjectRef::new(Kind::BlfSubscription, "default", "reception-watches-sales")]
+    else {
+        panic!("blf status")
+    };
+    for t in &blf.targets {
+        match t.node.as_deref() {
+            Some("office-b") => assert!(t.mirrored == Some(true) && t.state.is_some(), "{t:?}"),
+            // A target on the watcher's own node needs no mirror.
+            _ => assert_eq!(
+                (t.node.as_deref(), t.mirrored, t.state.as_deref()),
+                (Some("office-a"), None, None)
+            ),
+        }
+    }
+
+    // Nothing changed: nothing pushed (the agents are only asked for their status).
     let report = rt.block_on(controller.reconcile()).unwrap();
     assert!(report.pushed.is_empty(), "{:?}", report.pushed);
 
@@ -154,6 +221,34 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Unreachable"));
     assert_eq!(condition(controller.statuses(), Kind::Phone, "sales-1", "Ready").0, "False");
     assert_eq!(condition(controller.statuses(), Kind::Phone, "reception", "Ready").0, "True");
+    // Its end of the trunk no longer reports, so the trunk is not up; office-a's mesh stops
+    // hearing office-b (3 s), so the lamp of 4001 shows UNAVAILABLE and says why.
+    reconcile_until(&rt, &mut controller, Duration::from_secs(15), "lamps of office-b not live", |s| {
+        condition(s, Kind::BlfSubscription, "office-a-watches-4001", "Mirrored").1 == "OwnerUnreachable"
+    });
+    let (status, reason, message) = condition(controller.statuses(), Kind::Trunk, "a-b-iax", "Routed");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unknown"), "{message}");
+    assert!(message.contains("office-b's agent has not reported it"), "{message}");
+    let ResourceStatus::Trunk(iax) =
+        &controller.statuses()[&ObjectRef::new(Kind::Trunk, "default", "a-b-iax")]
+    else {
+        panic!("trunk status")
+    };
+    assert_eq!(iax.up, Some(false));
+    let (status, _, message) =
+        condition(controller.statuses(), Kind::BlfSubscription, "office-a-watches-4001", "Mirrored");
+    assert_eq!(status, "False");
+    assert!(message.contains("4001 (office-b not heard from)"), "{message}");
+    let ResourceStatus::Blf(blf) =
+        &controller.statuses()[&ObjectRef::new(Kind::BlfSubscription, "default", "office-a-watches-4001")]
+    else {
+        panic!("blf status")
+    };
+    assert_eq!(
+        (blf.targets[0].mirrored, blf.targets[0].state.as_deref()),
+        (Some(false), Some("UNAVAILABLE")),
+        "{blf:?}"
+    );
 
     for agent in agents.into_values() {
         rt.block_on(agent.shutdown());

@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use asterisk_operator::controller::conditions::{ConditionUpdate, types};
-use asterisk_operator::controller::fleet::{AgentAccess, FleetReconciler, ManagedTarget};
+use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::conditions::{ConditionUpdate, ManagedReason};
+use asterisk_operator::controller::fleet::{FleetReconciler, ManagedTarget};
 use asterisk_operator::controller::managed::{
-    self, AMI_SECRET_KEY, AMI_SECRET_VOLUME, AMI_USER, HTTP_PORT, ManagedSettings, NodeCredentials, paths,
+    self, AMI_SECRET_KEY, AMI_SECRET_VOLUME, AMI_USER, HTTP_PORT, NodeCredentials, paths,
 };
+use asterisk_operator::controller::managed_settings::ManagedSettings;
 use asterisk_operator::controller::mesh_pki::MeshCa;
 use asterisk_operator::offline::LoadedFleet;
 use asterisk_operator::render;
@@ -219,8 +221,8 @@ fn push(
         targets.insert(
             (NAMESPACE.to_owned(), name.to_string()),
             ManagedTarget {
-                condition: ConditionUpdate::ok(types::MANAGED, "Running", "pod ready"),
-                access: Some(node.credentials.agent_access(NAMESPACE, name, &AgentAccess::default())),
+                condition: ConditionUpdate::ok(ManagedReason::Running, "pod ready"),
+                access: Some(node.credentials.agent_access(NAMESPACE, name)),
             },
         );
     }

@@ -10,7 +10,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use asterisk_operator::agent::MeshOptions;
+use asterisk_operator::agent::proto::{NodeStatus, StatusRequest};
+use asterisk_operator::agent::{ClientOptions, MeshOptions, connect};
 use asterisk_operator::ami::DeviceState;
 use asterisk_operator::render;
 use asterisk_operator::topology;
@@ -52,6 +53,29 @@ async fn agents_with_the_mesh_mirror_office_b_on_office_a() {
     assert_eq!(value(&metrics, "asterisk_agent_mesh_peers_up"), 1.0, "{body}");
     let (_, body) = get(agents["office-b"].http_addr, "/metrics");
     assert_eq!(value(&parse_metrics(&body), "asterisk_agent_mesh_subscribers"), 1.0, "{body}");
+
+    // office-a's Status reports its mirrors (what the BlfSubscriptions' Mirrored condition is
+    // made of): live while office-b is heard from, UNAVAILABLE and not live once it is gone.
+    let mut client_a =
+        connect(&ClientOptions::new(&format!("http://{}", agents["office-a"].grpc_addr))).await.unwrap();
+    let mirror_4002 = |s: &NodeStatus| s.mirrors.iter().find(|m| m.extension == "4002").cloned().unwrap();
+    let status = client_a.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.mesh, "{status:?}");
+    let m4002 = mirror_4002(&status);
+    assert_eq!((m4002.owner.as_str(), m4002.state.as_str(), m4002.live), ("office-b", "NOT_INUSE", true));
+    assert!(m4002.changed_unix > 0, "{m4002:?}");
+    let mut agents = agents;
+    agents.remove("office-b").unwrap().shutdown().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = mirror_4002(&client_a.status(StatusRequest {}).await.unwrap().into_inner());
+        if !m.live {
+            assert_eq!(m.state, "UNAVAILABLE", "{m:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "office-b's loss not noticed: {m:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (_, agent) in agents {
         agent.shutdown().await;
     }

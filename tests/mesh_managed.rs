@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use asterisk_operator::agent::MeshOptions;
 use asterisk_operator::ami::{DeviceState, Session};
-use asterisk_operator::controller::managed::{MESH_PORT, ManagedSettings};
+use asterisk_operator::controller::managed::MESH_PORT;
+use asterisk_operator::controller::managed_settings::ManagedSettings;
 use asterisk_operator::controller::mesh_pki::{self, MeshCa};
 use asterisk_operator::crd::AgentEndpoint;
 use asterisk_operator::mesh::MeshConfig;

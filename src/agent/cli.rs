@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{self, ClientOptions};
+use super::client::{self, AgentAccess, ClientOptions};
 use super::error::AgentError;
 use super::node::{NodeConfig, bundle_to_proto};
 use super::server::{self, AgentOptions, ServerTls};
 use crate::ami::SessionConfig;
 use crate::render::Bundle;
+use crate::secret::SecretValue;
 
 /// `asterisk-operator agent`.
 #[derive(clap::Args, Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct AgentArgs {
     /// Node name (the AsteriskNode this agent serves); bundles for other nodes are refused.
     #[arg(long, env = "AO_AGENT_NODE")]
     pub node: String,
+    /// The AsteriskNode's namespace; bundles for other namespaces are refused (node names are
+    /// unique only within a namespace).
+    #[arg(long, env = "AO_AGENT_NAMESPACE", default_value = crate::crd::DEFAULT_NAMESPACE)]
+    pub namespace: String,
     /// Asterisk's AMI address.
     #[arg(long, env = "AO_AGENT_AMI_ADDR", default_value = "127.0.0.1:5038")]
     pub ami_addr: String,
@@ -59,7 +64,15 @@ pub struct AgentArgs {
     /// File holding a shared token callers must send as `authorization: Bearer <token>`.
     #[arg(long, env = "AO_AGENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Serve gRPC in plaintext (and allow no caller authentication): local use only.
+    /// Serve gRPC (and the mesh, without mesh certificates) in plaintext. Only on a loopback
+    /// address: for tests and a controller on the same host.
+    #[arg(long, env = "AO_AGENT_PLAINTEXT")]
+    pub plaintext: bool,
+    /// Accept callers that present neither a token nor a client certificate. Only on a
+    /// loopback address.
+    #[arg(long, env = "AO_AGENT_NO_AUTH")]
+    pub no_auth: bool,
+    /// Both --plaintext and --no-auth (local testing only; loopback addresses only).
     #[arg(long, env = "AO_AGENT_INSECURE")]
     pub insecure: bool,
     /// Device-state mesh listen address (other agents subscribe here); absent: no mesh.
@@ -83,6 +96,11 @@ pub struct AgentArgs {
     /// One `asterisk_phone_registered{endpoint}` series per phone.
     #[arg(long, env = "AO_AGENT_PER_PHONE_METRICS")]
     pub per_phone_metrics: bool,
+    /// SIP OPTIONS probe of the node's own transport at each poll: `auto` (the transport of the
+    /// applied `pjsip_operator.conf`, a wildcard bind probed on loopback), `off`, or
+    /// `udp:ADDRESS:PORT` / `tcp:ADDRESS:PORT`.
+    #[arg(long, env = "AO_AGENT_SIP_PROBE", default_value = "auto")]
+    pub sip_probe: crate::agent::sip_probe::ProbeSetting,
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -94,12 +112,13 @@ impl AgentArgs {
         if !(self.ping_timeout > 0.0 && self.poll_interval > 0.0) {
             return Err(AgentError::Options("--ping-timeout and --poll-interval must be positive".into()));
         }
-        let secret = client::read_secret_file(&self.ami_secret_file)?;
+        let secret = SecretValue::read_file(&self.ami_secret_file)?;
         let mut ami = SessionConfig::new(&self.ami_addr, &self.ami_user, secret);
         // Keepalive well inside the health timeout, so a dead connection is noticed quickly.
         ami.keepalive = Some(Duration::from_secs(5));
         ami.backoff_max = Duration::from_secs(5);
         let mut node = NodeConfig::new(&self.node, self.config_dir.clone(), self.keys_dir.clone());
+        node.namespace.clone_from(&self.namespace);
         if let Some(f) = &self.state_file {
             node.state_file = f.clone();
         }
@@ -107,6 +126,7 @@ impl AgentArgs {
         node.ping_timeout = Duration::from_secs_f64(self.ping_timeout);
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
+        node.sip_probe = self.sip_probe;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
                 cert: cert.clone(),
@@ -115,7 +135,7 @@ impl AgentArgs {
             }),
             _ => None,
         };
-        let token = self.token_file.as_deref().map(client::read_secret_file).transpose()?;
+        let token = self.token_file.as_deref().map(SecretValue::read_file).transpose()?;
         Ok(AgentOptions {
             node,
             ami,
@@ -123,7 +143,8 @@ impl AgentArgs {
             http_listen: self.http_listen,
             tls,
             token,
-            insecure: self.insecure,
+            plaintext: self.plaintext || self.insecure,
+            no_auth: self.no_auth || self.insecure,
             mesh: self.mesh_listen.map(|listen| server::MeshOptions {
                 listen,
                 tls: match (&self.mesh_ca, &self.mesh_cert, &self.mesh_key) {
@@ -138,38 +159,11 @@ impl AgentArgs {
     }
 }
 
-/// Sets up tracing (`text` or `json`, filter from `RUST_LOG`, default `info`).
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Runs the agent until SIGTERM or ctrl-c.
 pub async fn run_agent(args: AgentArgs) -> Result<ExitCode, AgentError> {
     let opts = args.options()?;
-    server::run(opts, shutdown_signal()).await?;
+    server::run(opts, crate::daemon::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `asterisk-operator push`.
@@ -196,6 +190,9 @@ pub struct PushArgs {
     /// Node name (default: the folder's name).
     #[arg(long)]
     pub node: Option<String>,
+    /// The node's namespace (the agent refuses a bundle for another one).
+    #[arg(long, default_value = crate::crd::DEFAULT_NAMESPACE)]
+    pub namespace: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -220,13 +217,16 @@ pub async fn run_push(args: PushArgs) -> Result<ExitCode, AgentError> {
                 ))
             })?,
     };
-    let bundle = Bundle::read_from(&node, &args.dir)?;
-    let mut opts = ClientOptions::new(&args.agent);
-    opts.token = args.token_file.as_deref().map(client::read_secret_file).transpose()?;
-    opts.tls_ca = args.tls_ca.clone();
-    opts.tls_cert = args.tls_cert.clone();
-    opts.tls_key = args.tls_key.clone();
-    opts.tls_domain = args.tls_domain.clone();
+    let bundle = Bundle::read_from(&node, &args.dir)?.in_namespace(&args.namespace);
+    let access = AgentAccess {
+        token: args.token_file.as_deref().map(SecretValue::read_file).transpose()?,
+        tls_ca: args.tls_ca.clone(),
+        tls_ca_pem: None,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_domain: args.tls_domain.clone(),
+    };
+    let opts = ClientOptions::with_access(&args.agent, access);
     let mut c = client::connect(&opts).await?;
     let result = c.apply(bundle_to_proto(&bundle)).await?.into_inner();
     if args.json {

@@ -17,11 +17,11 @@ use super::error::AgentError;
 use super::proto::agent_client;
 use crate::secret::SecretValue;
 
-/// How to reach an agent.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// `https://host:port` (TLS) or `http://host:port` (agent started with `--insecure`).
-    pub url: String,
+/// The credentials a caller presents to an agent and the identity it expects of it: what the
+/// controller holds per node (managed nodes pin their agent's own certificate) and what `push`
+/// is given on its command line.
+#[derive(Clone, Debug, Default)]
+pub struct AgentAccess {
     /// Sent as `authorization: Bearer <token>`.
     pub token: Option<SecretValue>,
     /// CA that signed the agent's certificate (PEM file).
@@ -29,28 +29,34 @@ pub struct ClientOptions {
     /// The same as PEM text: a CA, or the agent's own self-signed certificate to pin (what the
     /// controller does for managed nodes). Used with or instead of `tls_ca`.
     pub tls_ca_pem: Option<String>,
-    /// Client certificate and key for mTLS (PEM files).
+    /// Client certificate for mTLS (PEM file).
     pub tls_cert: Option<PathBuf>,
+    /// Its key (PEM file).
     pub tls_key: Option<PathBuf>,
     /// Name to check the agent's certificate against, if not the URL's host.
     pub tls_domain: Option<String>,
+}
+
+/// How to reach an agent.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `https://host:port` (TLS) or `http://host:port` (agent started with `--insecure`).
+    pub url: String,
+    /// What to present and whom to trust.
+    pub access: AgentAccess,
     /// Per-call timeout (an apply of a large bundle takes seconds).
     pub timeout: std::time::Duration,
 }
 
 impl ClientOptions {
-    /// Plain options for `url`: no token, no client certificate, 60 s timeout.
+    /// Options for `url` with no credentials and a 60 s timeout.
     pub fn new(url: &str) -> Self {
-        ClientOptions {
-            url: url.to_owned(),
-            token: None,
-            tls_ca: None,
-            tls_ca_pem: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_domain: None,
-            timeout: std::time::Duration::from_secs(60),
-        }
+        Self::with_access(url, AgentAccess::default())
+    }
+
+    /// Options for `url` presenting `access`, with a 60 s timeout.
+    pub fn with_access(url: &str, access: AgentAccess) -> Self {
+        ClientOptions { url: url.to_owned(), access, timeout: std::time::Duration::from_secs(60) }
     }
 }
 
@@ -76,21 +82,22 @@ pub async fn connect(opts: &ClientOptions) -> Result<AgentClient, AgentError> {
         .map_err(|source| AgentError::BadUrl { url: opts.url.clone(), source })?
         .timeout(opts.timeout)
         .connect_timeout(std::time::Duration::from_secs(10));
+    let access = &opts.access;
     if opts.url.starts_with("https://") {
         let read = read_file;
         let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &opts.tls_ca {
+        if let Some(ca) = &access.tls_ca {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
         }
-        if let Some(pem) = &opts.tls_ca_pem {
+        if let Some(pem) = &access.tls_ca_pem {
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        match (&opts.tls_cert, &opts.tls_key) {
+        match (&access.tls_cert, &access.tls_key) {
             (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
             (None, None) => {}
             _ => return Err(AgentError::Options("--tls-cert and --tls-key go together".into())),
         }
-        if let Some(d) = &opts.tls_domain {
+        if let Some(d) = &access.tls_domain {
             tls = tls.domain_name(d.clone());
         }
         endpoint = endpoint.tls_config(tls).map_err(AgentError::Tls)?;
@@ -98,23 +105,13 @@ pub async fn connect(opts: &ClientOptions) -> Result<AgentClient, AgentError> {
     let channel =
         endpoint.connect().await.map_err(|source| AgentError::Connect { url: opts.url.clone(), source })?;
     let token =
-        match &opts.token {
+        match &access.token {
             Some(t) => Some(format!("Bearer {}", t.expose()).parse().map_err(|_| {
                 AgentError::Options("the token holds characters not allowed in a header".into())
             })?),
             None => None,
         };
     Ok(agent_client::AgentClient::with_interceptor(channel, BearerToken(token)))
-}
-
-/// Reads a secret file (token, AMI secret): trailing newline ignored, empty is an error.
-pub fn read_secret_file(path: &std::path::Path) -> Result<SecretValue, AgentError> {
-    let text = String::from_utf8_lossy(&read_file(&path.to_path_buf())?).into_owned();
-    let value = text.trim_end_matches(['\r', '\n']);
-    if value.is_empty() {
-        return Err(AgentError::EmptySecret(path.to_owned()));
-    }
-    Ok(SecretValue::new(value))
 }
 
 /// Reads a whole file, naming it in the error.

@@ -14,9 +14,9 @@ pub enum AgentError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// A secret or token file is empty.
-    #[error("{0} is empty")]
-    EmptySecret(PathBuf),
+    /// A secret or token file is missing or empty.
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret::SecretFileError),
     /// Options that do not go together, or would expose the Apply API unprotected.
     #[error("{0}")]
     Options(String),

@@ -54,6 +54,22 @@ pub struct TrunkLabel {
     pub protocol: String,
 }
 
+/// `{version}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    /// e.g. `22.10.1`.
+    pub version: String,
+}
+
+/// `{protocol, target}` of the SIP probe: one series per node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// `address:port` probed.
+    pub target: String,
+}
+
 /// `{type}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabel {
@@ -93,6 +109,18 @@ pub struct Metrics {
     pub reload_duration: Family<ModuleLabel, Histogram>,
     pub apply_duration: Histogram,
     pub bundle_info: Family<HashLabel, Gauge>,
+    /// The Asterisk version (value always 1), for the fleet dashboard's table.
+    pub version_info: Family<VersionLabel, Gauge>,
+    /// Unix time Asterisk started (from the uptime it reports at each AMI login): a restart loop
+    /// shows as this value changing.
+    pub start_time_seconds: Gauge<f64, AtomicU64>,
+    /// The SIP OPTIONS probe of the node's own transport answered (1) or not (0); absent while
+    /// there is nothing to probe.
+    pub sip_probe_up: Family<ProbeLabel, Gauge>,
+    /// How long the last probe took (to its answer, or to its failure).
+    pub sip_probe_duration_seconds: Family<ProbeLabel, Gauge<f64, AtomicU64>>,
+    /// Status code of the last probe's answer (0: none).
+    pub sip_probe_status_code: Family<ProbeLabel, Gauge>,
     /// The device-state mesh's metrics (`asterisk_agent_mesh_*`).
     pub mesh: crate::mesh::MeshMetrics,
     /// Last values of the session's monotonic counters, to turn them into increments.
@@ -135,6 +163,11 @@ impl Metrics {
             reload_duration: Family::new_with_constructor(reload_buckets),
             apply_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             bundle_info: Family::default(),
+            start_time_seconds: Gauge::default(),
+            version_info: Family::default(),
+            sip_probe_up: Family::default(),
+            sip_probe_duration_seconds: Family::default(),
+            sip_probe_status_code: Family::default(),
             mesh: crate::mesh::MeshMetrics::default(),
             seen: Mutex::new(Seen::default()),
         };
@@ -201,7 +234,32 @@ impl Metrics {
             "The bundle hash in force (value always 1)",
             m.bundle_info.clone(),
         );
+        r.register("asterisk_start_time_seconds", "Unix time Asterisk started", m.start_time_seconds.clone());
+        r.register(
+            "asterisk_version_info",
+            "The Asterisk version AMI reports (value always 1)",
+            m.version_info.clone(),
+        );
+        r.register(
+            "asterisk_sip_probe_up",
+            "The node's SIP transport answered the agent's OPTIONS probe (1) or not (0)",
+            m.sip_probe_up.clone(),
+        );
+        r.register(
+            "asterisk_sip_probe_duration_seconds",
+            "Time the last SIP OPTIONS probe took, to its answer or its failure",
+            m.sip_probe_duration_seconds.clone(),
+        );
+        r.register(
+            "asterisk_sip_probe_status_code",
+            "SIP status code of the last probe's answer (0: no answer)",
+            m.sip_probe_status_code.clone(),
+        );
         m.mesh.register(r);
+        // Every apply outcome from the first scrape: increase() and the dashboard see the first one.
+        for result in ["ok", "unchanged", "failed", "superseded"] {
+            let _ = m.applies.get_or_create(&ResultLabel { result: result.into() });
+        }
         Metrics { registry, ..m }
     }
 
@@ -210,6 +268,35 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+
+    /// Records one SIP probe of `target`; `None`: nothing to probe, and the probe's series
+    /// disappear (a lone `0` would read as "SIP down").
+    pub fn set_sip_probe(
+        &self,
+        probed: Option<(&super::sip_probe::ProbeTarget, &super::sip_probe::ProbeOutcome)>,
+    ) {
+        self.sip_probe_up.clear();
+        self.sip_probe_duration_seconds.clear();
+        self.sip_probe_status_code.clear();
+        let Some((target, o)) = probed else { return };
+        let label = ProbeLabel {
+            protocol: match target.protocol {
+                super::sip_probe::Protocol::Udp => "udp",
+                super::sip_probe::Protocol::Tcp => "tcp",
+            }
+            .to_owned(),
+            target: target.addr.to_string(),
+        };
+        self.sip_probe_up.get_or_create(&label).set(o.status.is_some().into());
+        self.sip_probe_duration_seconds.get_or_create(&label).set(o.duration.as_secs_f64());
+        self.sip_probe_status_code.get_or_create(&label).set(o.status.unwrap_or(0).into());
+    }
+
+    /// Sets the version info metric to `version` alone.
+    pub fn set_version(&self, version: &str) {
+        self.version_info.clear();
+        self.version_info.get_or_create(&VersionLabel { version: version.to_owned() }).set(1);
     }
 
     /// Sets the applied-bundle info metric to `hash` alone.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod server;
+pub mod sip_probe;
 
 /// Generated gRPC types and the tonic client/server of `proto/agent.proto`.
 pub mod proto {
@@ -23,7 +24,7 @@ pub mod proto {
     tonic::include_proto!("asterisk_operator.agent.v1");
 }
 
-pub use client::{AgentClient, ClientOptions, connect};
+pub use client::{AgentAccess, AgentClient, ClientOptions, connect};
 pub use error::AgentError;
 pub use node::{Node, NodeConfig, bundle_from_proto, bundle_to_proto};
 pub use server::{AgentOptions, MeshOptions, RunningAgent, ServerTls, start};

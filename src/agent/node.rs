@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use super::metrics::{EndpointLabel, Metrics, TrunkLabel};
 use super::plan::{self, Module, Target};
 use super::proto;
+use super::sip_probe::{self, ProbeSetting, ProbeTarget};
 use crate::ami::actions::{
     self, CoreSettings, CoreShowChannels, IAXpeers, PJSIPShowContacts, PJSIPShowEndpoints, Ping, Reload,
 };
@@ -25,6 +26,8 @@ use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, MeshPlan, PJSIP_FILE};
 pub struct NodeConfig {
     /// Node name; bundles for another node are refused.
     pub node: String,
+    /// The node's namespace; bundles for another namespace are refused.
+    pub namespace: String,
     /// Asterisk's config directory (the `*_operator.conf` files).
     pub config_dir: PathBuf,
     /// Asterisk's key directory (`astkeydir/keys`).
@@ -41,6 +44,8 @@ pub struct NodeConfig {
     pub boot_timeout: Duration,
     /// One `asterisk_phone_registered{endpoint}` gauge per phone.
     pub per_phone_metrics: bool,
+    /// What each poll probes with a SIP OPTIONS (default: the applied transport).
+    pub sip_probe: ProbeSetting,
 }
 
 impl NodeConfig {
@@ -48,6 +53,7 @@ impl NodeConfig {
     pub fn new(node: &str, config_dir: PathBuf, keys_dir: PathBuf) -> Self {
         NodeConfig {
             node: node.to_owned(),
+            namespace: crate::crd::DEFAULT_NAMESPACE.to_owned(),
             state_file: config_dir.join(".asterisk-operator-applied.json"),
             config_dir,
             keys_dir,
@@ -56,6 +62,7 @@ impl NodeConfig {
             poll_interval: Duration::from_secs(15),
             boot_timeout: Duration::from_secs(60),
             per_phone_metrics: false,
+            sip_probe: ProbeSetting::Auto,
         }
     }
 }
@@ -80,7 +87,13 @@ pub struct Status {
     pub active_channels: u32,
     pub trunks: u32,
     pub trunks_reachable: u32,
+    /// Each trunk as this end sees it, by name and protocol.
+    pub trunk_states: Vec<proto::TrunkState>,
     pub booted: bool,
+    /// Where the SIP probe goes (from `--sip-probe` or the applied transport).
+    pub sip_target: Option<ProbeTarget>,
+    /// When Asterisk started, from the uptime FullyBooted reported.
+    pub started_at: Option<SystemTime>,
 }
 
 impl Status {
@@ -142,9 +155,11 @@ impl Node {
             status.applied_files = applied.files;
             status.mesh = applied.mesh;
         }
-        if let Ok(text) = std::fs::read_to_string(cfg.config_dir.join(PJSIP_FILE)) {
-            status.pjsip_trunks = plan::pjsip_objects(&text).trunks;
+        let pjsip = std::fs::read_to_string(cfg.config_dir.join(PJSIP_FILE)).ok();
+        if let Some(text) = &pjsip {
+            status.pjsip_trunks = plan::pjsip_objects(text).trunks;
         }
+        status.sip_target = cfg.sip_probe.target(pjsip.as_deref());
         let metrics = Metrics::new();
         metrics.set_bundle(&status.applied_hash);
         let (booted, _) = watch::channel(false);
@@ -215,6 +230,10 @@ impl Node {
             ami_connected: self.session.is_connected(),
             last_reload_unix: st.last_reload.map_or(0, |t| unix_seconds(t) as i64),
             ready: self.readiness().is_ok(),
+            asterisk_started_unix: st.started_at.map_or(0, |t| unix_seconds(t) as i64),
+            trunk_states: st.trunk_states.clone(),
+            mirrors: Vec::new(),
+            mesh: false,
         }
     }
 
@@ -238,39 +257,48 @@ impl Node {
         let mut result = proto::ApplyResult::default();
         let outcome = self.apply_locked(bundle, &mut result).await;
         result.duration_seconds = start.elapsed().as_secs_f64();
-        let mut st = lock(&self.status);
-        match outcome {
-            Ok(()) => {
-                result.ok = true;
-                result.applied_hash = bundle.hash.clone();
-                st.last_apply_failed = false;
-                st.last_error = None;
-                self.metrics.count_apply(if result.unchanged { "unchanged" } else { "ok" });
-                if !result.unchanged {
-                    self.metrics.apply_duration.observe(result.duration_seconds);
+        {
+            let mut st = lock(&self.status);
+            match outcome {
+                Ok(()) => {
+                    result.ok = true;
+                    result.applied_hash = bundle.hash.clone();
+                    st.last_apply_failed = false;
+                    st.last_error = None;
+                    self.metrics.count_apply(if result.unchanged { "unchanged" } else { "ok" });
+                    if !result.unchanged {
+                        self.metrics.apply_duration.observe(result.duration_seconds);
+                    }
+                    self.metrics.set_bundle(&bundle.hash);
+                    tracing::info!(
+                        node = %bundle.node,
+                        hash = %bundle.short_hash(),
+                        unchanged = result.unchanged,
+                        changed = ?result.changed_files,
+                        reloaded = ?result.reloaded_modules,
+                        seconds = result.duration_seconds,
+                        "bundle applied"
+                    );
                 }
-                self.metrics.set_bundle(&bundle.hash);
-                tracing::info!(
-                    node = %bundle.node,
-                    hash = %bundle.short_hash(),
-                    unchanged = result.unchanged,
-                    changed = ?result.changed_files,
-                    reloaded = ?result.reloaded_modules,
-                    seconds = result.duration_seconds,
-                    "bundle applied"
-                );
+                Err(f) => {
+                    result.ok = false;
+                    result.applied_hash = st.applied_hash.clone();
+                    let text = if f.file.is_empty() {
+                        f.message.clone()
+                    } else {
+                        format!("{}: {}", f.file, f.message)
+                    };
+                    tracing::warn!(node = %bundle.node, hash = %bundle.short_hash(), error = %text, rolled_back = result.rolled_back, "apply failed");
+                    st.last_apply_failed = true;
+                    st.last_error = Some(text);
+                    result.error = Some(proto::ApplyError { file: f.file, message: f.message });
+                    self.metrics.count_apply("failed");
+                }
             }
-            Err(f) => {
-                result.ok = false;
-                result.applied_hash = st.applied_hash.clone();
-                let text =
-                    if f.file.is_empty() { f.message.clone() } else { format!("{}: {}", f.file, f.message) };
-                tracing::warn!(node = %bundle.node, hash = %bundle.short_hash(), error = %text, rolled_back = result.rolled_back, "apply failed");
-                st.last_apply_failed = true;
-                st.last_error = Some(text);
-                result.error = Some(proto::ApplyError { file: f.file, message: f.message });
-                self.metrics.count_apply("failed");
-            }
+        }
+        // What changed shows in the next scrape, not one poll interval later.
+        if result.ok && !result.unchanged {
+            self.poll().await;
         }
         result
     }
@@ -417,6 +445,7 @@ impl Node {
         if let Some(text) = bundle.files.get(PJSIP_FILE) {
             st.pjsip_trunks = plan::pjsip_objects(text).trunks;
         }
+        st.sip_target = self.cfg.sip_probe.target(bundle.files.get(PJSIP_FILE).map(String::as_str));
         Ok(())
     }
 
@@ -584,89 +613,123 @@ impl Node {
         self.metrics.sync_session(&self.session.stats());
         if !connected {
             self.metrics.asterisk_up.set(0);
+            // SIP is checked on its own, as monit did: it needs no AMI.
+            let target = lock(&self.status).sip_target;
+            self.probe_sip(target).await;
             return;
         }
-        let _ = self.health().await;
         let version = self.session.call(&CoreSettings).await.ok().map(|s| s.asterisk_version);
         let channels = self.session.call(&CoreShowChannels).await.ok().map(|c| c.len() as u32);
         let endpoints = self.session.call(&PJSIPShowEndpoints).await.ok();
         let contacts = self.session.call(&PJSIPShowContacts).await.ok();
         let peers = self.session.call(&IAXpeers).await.ok();
 
-        let mut st = lock(&self.status);
-        if let Some(v) = version {
-            st.asterisk_version = v;
-        }
-        if let Some(n) = channels {
-            st.active_channels = n;
-            self.metrics.active_channels.set(n.into());
-        }
-        let mut trunk_up: BTreeMap<(String, &str), (bool, Option<f64>)> = BTreeMap::new();
-        if let (Some(endpoints), Some(contacts)) = (&endpoints, &contacts) {
-            let reachable = |s: &str| {
-                !matches!(s.to_ascii_lowercase().as_str(), "unreachable" | "unavailable" | "removed")
-            };
-            let mut phones_up = BTreeMap::new();
-            for e in endpoints.iter().filter(|e| !st.pjsip_trunks.contains(&e.name)) {
-                phones_up.insert(e.name.clone(), false);
+        let target = {
+            let mut st = lock(&self.status);
+            if let Some(v) = version {
+                self.metrics.set_version(&v);
+                st.asterisk_version = v;
             }
-            for c in contacts {
-                if let Some(up) = phones_up.get_mut(&c.endpoint) {
-                    *up |= reachable(&c.status);
+            if let Some(n) = channels {
+                st.active_channels = n;
+                self.metrics.active_channels.set(n.into());
+            }
+            let mut trunk_up: BTreeMap<(String, &str), (bool, Option<f64>)> = BTreeMap::new();
+            if let (Some(endpoints), Some(contacts)) = (&endpoints, &contacts) {
+                let reachable = |s: &str| {
+                    !matches!(s.to_ascii_lowercase().as_str(), "unreachable" | "unavailable" | "removed")
+                };
+                let mut phones_up = BTreeMap::new();
+                for e in endpoints.iter().filter(|e| !st.pjsip_trunks.contains(&e.name)) {
+                    phones_up.insert(e.name.clone(), false);
+                }
+                for c in contacts {
+                    if let Some(up) = phones_up.get_mut(&c.endpoint) {
+                        *up |= reachable(&c.status);
+                    }
+                }
+                for t in &st.pjsip_trunks {
+                    let mine: Vec<_> = contacts.iter().filter(|c| &c.endpoint == t).collect();
+                    let up = mine.iter().any(|c| c.status.eq_ignore_ascii_case("Reachable"));
+                    let rtt = mine.iter().filter_map(|c| c.roundtrip_usec).filter(|&u| u > 0).min();
+                    trunk_up.insert((t.clone(), "pjsip"), (up, rtt.map(|u| u as f64 / 1e6)));
+                }
+                st.endpoints = endpoints.len() as u32;
+                st.contacts = contacts.len() as u32;
+                st.endpoints_registered = phones_up.values().filter(|u| **u).count() as u32;
+                self.metrics.endpoints.set(st.endpoints.into());
+                self.metrics.contacts.set(st.contacts.into());
+                self.metrics.endpoints_registered.set(st.endpoints_registered.into());
+                if self.cfg.per_phone_metrics {
+                    self.metrics.phone_registered.clear();
+                    for (name, up) in &phones_up {
+                        self.metrics
+                            .phone_registered
+                            .get_or_create(&EndpointLabel { endpoint: name.clone() })
+                            .set((*up).into());
+                    }
                 }
             }
-            for t in &st.pjsip_trunks {
-                let mine: Vec<_> = contacts.iter().filter(|c| &c.endpoint == t).collect();
-                let up = mine.iter().any(|c| c.status.eq_ignore_ascii_case("Reachable"));
-                let rtt = mine.iter().filter_map(|c| c.roundtrip_usec).filter(|&u| u > 0).min();
-                trunk_up.insert((t.clone(), "pjsip"), (up, rtt.map(|u| u as f64 / 1e6)));
-            }
-            st.endpoints = endpoints.len() as u32;
-            st.contacts = contacts.len() as u32;
-            st.endpoints_registered = phones_up.values().filter(|u| **u).count() as u32;
-            self.metrics.endpoints.set(st.endpoints.into());
-            self.metrics.contacts.set(st.contacts.into());
-            self.metrics.endpoints_registered.set(st.endpoints_registered.into());
-            if self.cfg.per_phone_metrics {
-                self.metrics.phone_registered.clear();
-                for (name, up) in &phones_up {
-                    self.metrics
-                        .phone_registered
-                        .get_or_create(&EndpointLabel { endpoint: name.clone() })
-                        .set((*up).into());
+            if let Some(peers) = &peers {
+                for p in peers {
+                    let name = p.name.split('/').next().unwrap_or("").to_owned();
+                    let up = p.status.starts_with("OK");
+                    let rtt = p
+                        .status
+                        .split_once('(')
+                        .and_then(|(_, r)| r.trim_end_matches(')').trim().strip_suffix("ms"))
+                        .and_then(|ms| ms.trim().parse::<f64>().ok())
+                        .map(|ms| ms / 1000.0);
+                    trunk_up.insert((name, "iax2"), (up, rtt));
                 }
             }
-        }
-        if let Some(peers) = &peers {
-            for p in peers {
-                let name = p.name.split('/').next().unwrap_or("").to_owned();
-                let up = p.status.starts_with("OK");
-                let rtt = p
-                    .status
-                    .split_once('(')
-                    .and_then(|(_, r)| r.trim_end_matches(')').trim().strip_suffix("ms"))
-                    .and_then(|ms| ms.trim().parse::<f64>().ok())
-                    .map(|ms| ms / 1000.0);
-                trunk_up.insert((name, "iax2"), (up, rtt));
-            }
-        }
-        if endpoints.is_some() || peers.is_some() {
-            st.trunks = trunk_up.len() as u32;
-            st.trunks_reachable = trunk_up.values().filter(|(up, _)| *up).count() as u32;
-            self.metrics.trunk_up.clear();
-            self.metrics.trunk_rtt_seconds.clear();
-            for ((trunk, protocol), (up, rtt)) in trunk_up {
-                let label = TrunkLabel { trunk, protocol: protocol.to_owned() };
-                self.metrics.trunk_up.get_or_create(&label).set(up.into());
-                if let Some(rtt) = rtt {
-                    self.metrics.trunk_rtt_seconds.get_or_create(&label).set(rtt);
+            if endpoints.is_some() || peers.is_some() {
+                st.trunks = trunk_up.len() as u32;
+                st.trunks_reachable = trunk_up.values().filter(|(up, _)| *up).count() as u32;
+                st.trunk_states = trunk_up
+                    .iter()
+                    .map(|((name, protocol), (up, rtt))| proto::TrunkState {
+                        name: name.clone(),
+                        protocol: (*protocol).to_owned(),
+                        reachable: *up,
+                        rtt_seconds: rtt.unwrap_or(0.0),
+                    })
+                    .collect();
+                self.metrics.trunk_up.clear();
+                self.metrics.trunk_rtt_seconds.clear();
+                for ((trunk, protocol), (up, rtt)) in trunk_up {
+                    let label = TrunkLabel { trunk, protocol: protocol.to_owned() };
+                    self.metrics.trunk_up.get_or_create(&label).set(up.into());
+                    if let Some(rtt) = rtt {
+                        self.metrics.trunk_rtt_seconds.get_or_create(&label).set(rtt);
+                    }
                 }
             }
+            self.metrics.uptime_seconds.set(st.uptime_seconds() as i64);
+            if let Some(t) = st.last_reload {
+                self.metrics.last_reload_timestamp_seconds.set(unix_seconds(t));
+            }
+            if let Some(t) = st.started_at {
+                self.metrics.start_time_seconds.set(unix_seconds(t));
+            }
+            st.sip_target
+        };
+        self.probe_sip(target).await;
+        // Last, so `asterisk_up 1` in a scrape means the rest of this poll is in it too.
+        let _ = self.health().await;
+    }
+
+    /// One SIP OPTIONS to the node's transport, into the metrics.
+    async fn probe_sip(&self, target: Option<ProbeTarget>) {
+        let Some(target) = target else {
+            self.metrics.set_sip_probe(None);
+            return;
+        };
+        let outcome = sip_probe::probe(&target, self.cfg.ping_timeout).await;
+        if let Some(e) = &outcome.error {
+            tracing::warn!(target = %target.addr, error = %e, "SIP probe of the node's transport failed");
         }
-        self.metrics.uptime_seconds.set(st.uptime_seconds() as i64);
-        if let Some(t) = st.last_reload {
-            self.metrics.last_reload_timestamp_seconds.set(unix_seconds(t));
-        }
+        self.metrics.set_sip_probe(Some((&target, &outcome)));
     }
 }
 
@@ -716,20 +779,36 @@ async fn events_task(
             ev = events.recv() => {
                 let Some(ev) = ev else { return };
                 let Some(node) = node.upgrade() else { return };
+                let poll_now = {
                 let mut st = lock(&node.status);
                 match &*ev {
                     Event::FullyBooted(b) => {
                         if let Some(u) = b.uptime {
                             st.uptime_at = Some((u, Instant::now()));
+                            st.started_at = start_time(st.started_at, u);
+                            node.metrics.uptime_seconds.set(u as i64);
+                            if let Some(t) = st.started_at {
+                                node.metrics.start_time_seconds.set(unix_seconds(t));
+                            }
                         }
                         if let Some(r) = b.last_reload {
                             st.last_reload = SystemTime::now().checked_sub(Duration::from_secs(r));
                         }
                         st.booted = true;
                         node.booted.send_replace(true);
+                        true
                     }
-                    Event::Reload(_) => st.last_reload = Some(SystemTime::now()),
-                    _ => {}
+                    Event::Reload(_) => {
+                        st.last_reload = Some(SystemTime::now());
+                        false
+                    }
+                    _ => false,
+                }
+                };
+                // Logged in to a booted Asterisk (it sends FullyBooted on every login): poll
+                // now, so the first scrape tells the truth.
+                if poll_now {
+                    tokio::spawn(async move { node.poll().await });
                 }
             }
             changed = state.changed() => {
@@ -756,6 +835,21 @@ async fn poll_task(node: std::sync::Weak<Node>) {
     }
 }
 
+/// When Asterisk started, from an uptime reported now. A value within 2 s of the one known is
+/// kept: uptime is in whole seconds, and a reconnect must not look like a restart.
+fn start_time(known: Option<SystemTime>, uptime_seconds: u64) -> Option<SystemTime> {
+    // Whole seconds, as the uptime is: the value does not wobble from one login to the next.
+    let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let now = UNIX_EPOCH + Duration::from_secs(now_secs.checked_sub(uptime_seconds)?);
+    match known {
+        Some(k) => {
+            let apart = now.duration_since(k).unwrap_or_else(|e| e.duration());
+            Some(if apart <= Duration::from_secs(2) { k } else { now })
+        }
+        None => Some(now),
+    }
+}
+
 /// Converts a gRPC bundle into a [`Bundle`], checking the hash.
 pub fn bundle_from_proto(b: proto::Bundle) -> Result<Bundle, String> {
     let mesh: MeshPlan = if b.mesh_json.trim().is_empty() {
@@ -764,7 +858,7 @@ pub fn bundle_from_proto(b: proto::Bundle) -> Result<Bundle, String> {
         serde_json::from_str(&b.mesh_json).map_err(|e| format!("mesh plan is not valid JSON: {e}"))?
     };
     let files: BTreeMap<String, String> = b.files.into_iter().collect();
-    let bundle = Bundle::new(&b.node, files, mesh);
+    let bundle = Bundle::new(&b.node, files, mesh).in_namespace(&b.namespace);
     if !b.hash.is_empty() && b.hash != bundle.hash {
         return Err(format!(
             "bundle hash {} does not match its content ({}): corrupted or edited in transit",
@@ -781,5 +875,19 @@ pub fn bundle_to_proto(b: &Bundle) -> proto::Bundle {
         hash: b.hash.clone(),
         files: b.files.clone().into_iter().collect(),
         mesh_json: serde_json::to_string(&b.mesh).expect("mesh plan serializes"),
+        namespace: b.namespace.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_survives_a_reconnect_and_moves_on_a_restart() {
+        let first = start_time(None, 100).unwrap();
+        assert_eq!(start_time(Some(first), 101), Some(first), "one second of rounding is no restart");
+        let restarted = start_time(Some(first), 3).unwrap();
+        assert!(restarted > first + Duration::from_secs(90), "a small uptime is a new start");
     }
 }

@@ -37,7 +37,8 @@ pub struct MeshOptions {
     /// Where other agents subscribe; its port is also where this agent dials them (the fleet's
     /// mesh port, on the host of each owner's agent endpoint).
     pub listen: SocketAddr,
-    /// mTLS material; `None` = plaintext, trusting claimed node names (needs --insecure).
+    /// mTLS material; `None` = plaintext, trusting claimed node names (needs `--plaintext` and a
+    /// loopback listen address).
     pub tls: Option<crate::mesh::MeshTls>,
     /// Owner node → mesh URL, overriding the above (tests, odd networks).
     pub endpoints: std::collections::BTreeMap<String, String>,
@@ -53,30 +54,55 @@ pub struct AgentOptions {
     pub tls: Option<ServerTls>,
     /// Callers must send `authorization: Bearer <token>`.
     pub token: Option<SecretValue>,
-    /// Allow plaintext gRPC (local use only).
-    pub insecure: bool,
+    /// Serve gRPC (and the mesh, without mesh certificates) in plaintext: loopback only.
+    pub plaintext: bool,
+    /// Accept callers that present neither a token nor a client certificate: loopback only.
+    pub no_auth: bool,
     /// Take part in the device-state mesh.
     pub mesh: Option<MeshOptions>,
 }
 
 impl AgentOptions {
-    /// Refuses configurations that would expose the Apply API without protection.
+    /// Refuses configurations that would expose the Apply API (which writes dialplan: code
+    /// execution on the PBX) or the mesh without protection. Plaintext and unauthenticated
+    /// serving are each a separate, explicit choice, and only on a loopback address: one flag
+    /// must never open the network.
     pub fn check(&self) -> Result<(), AgentError> {
-        if self.tls.is_none() && !self.insecure {
+        let grpc = self.grpc_listen;
+        if self.tls.is_none() && !self.plaintext {
             return Err(AgentError::Options(
-                "gRPC without TLS needs --insecure (local use only); give --tls-cert and --tls-key".into(),
+                "gRPC without TLS needs --plaintext (loopback only); give --tls-cert and --tls-key".into(),
             ));
+        }
+        if self.tls.is_none() && !grpc.ip().is_loopback() {
+            return Err(AgentError::Options(format!(
+                "--plaintext serves the Apply API unencrypted, so only on a loopback address, not {grpc}: give --tls-cert and --tls-key, or --grpc-listen 127.0.0.1:{}",
+                grpc.port()
+            )));
         }
         let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if !mtls && self.token.is_none() && !self.insecure {
+        if !mtls && self.token.is_none() && !self.no_auth {
             return Err(AgentError::Options(
-                "no caller authentication: give --tls-client-ca (mTLS) or --token-file".into(),
+                "no caller authentication: give --tls-client-ca (mTLS) or --token-file (or --no-auth, loopback only)".into(),
             ));
         }
-        if self.mesh.as_ref().is_some_and(|m| m.tls.is_none()) && !self.insecure {
-            return Err(AgentError::Options(
-                "the mesh without mTLS needs --insecure; give --mesh-ca, --mesh-cert and --mesh-key".into(),
-            ));
+        if !mtls && self.token.is_none() && !grpc.ip().is_loopback() {
+            return Err(AgentError::Options(format!(
+                "--no-auth lets anyone who reaches {grpc} apply configuration (code execution on the PBX), so only on a loopback address: give --token-file or --tls-client-ca"
+            )));
+        }
+        if let Some(mesh) = self.mesh.as_ref().filter(|m| m.tls.is_none()) {
+            if !self.plaintext {
+                return Err(AgentError::Options(
+                    "the mesh without mTLS needs --plaintext (loopback only); give --mesh-ca, --mesh-cert and --mesh-key".into(),
+                ));
+            }
+            if !mesh.listen.ip().is_loopback() {
+                return Err(AgentError::Options(format!(
+                    "the mesh without mTLS trusts the node name each peer claims, so only on a loopback address, not {}: give --mesh-ca, --mesh-cert and --mesh-key",
+                    mesh.listen
+                )));
+            }
         }
         Ok(())
     }
@@ -131,14 +157,17 @@ impl ApplyQueue {
 pub struct AgentService {
     node: Arc<Node>,
     queue: Arc<ApplyQueue>,
+    /// The mesh's mirrors, reported in the node's Status (BLF subscriptions' `Mirrored`).
+    mirrors: Option<crate::mesh::MirrorReader>,
 }
 
 impl AgentService {
-    /// A service applying through `node`, with its own apply worker.
-    pub fn new(node: Arc<Node>) -> Self {
+    /// A service applying through `node`, with its own apply worker; `mirrors` when the agent
+    /// runs the mesh.
+    pub fn new(node: Arc<Node>, mirrors: Option<crate::mesh::MirrorReader>) -> Self {
         let queue = Arc::new(ApplyQueue { pending: Mutex::new(None), notify: Notify::new() });
         tokio::spawn(queue.clone().worker(node.clone()));
-        AgentService { node, queue }
+        AgentService { node, queue, mirrors }
     }
 }
 
@@ -146,13 +175,39 @@ impl AgentService {
 impl agent_server::Agent for AgentService {
     async fn apply(&self, request: Request<proto::Bundle>) -> Result<Response<proto::ApplyResult>, Status> {
         let bundle = bundle_from_proto(request.into_inner()).map_err(Status::invalid_argument)?;
+        let cfg = &self.node.cfg;
+        if bundle.node != cfg.node || bundle.namespace != cfg.namespace {
+            tracing::warn!(
+                namespace = %bundle.namespace, node = %bundle.node,
+                "refused a bundle for another node: this agent serves {}/{}", cfg.namespace, cfg.node
+            );
+            return Err(Status::permission_denied(format!(
+                "this agent serves node {}/{}, not {}/{}",
+                cfg.namespace, cfg.node, bundle.namespace, bundle.node
+            )));
+        }
         let rx = self.queue.submit(&self.node, bundle);
         let result = rx.await.map_err(|_| Status::unavailable("agent shutting down"))?;
         Ok(Response::new(result))
     }
 
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::NodeStatus>, Status> {
-        Ok(Response::new(self.node.node_status().await))
+        let mut status = self.node.node_status().await;
+        if let Some(mirrors) = &self.mirrors {
+            status.mesh = true;
+            status.mirrors = mirrors
+                .views()
+                .into_iter()
+                .map(|v| proto::MirrorState {
+                    owner: v.owner,
+                    extension: v.extension,
+                    state: v.state.as_str().to_owned(),
+                    live: v.live,
+                    changed_unix: (v.changed / 1_000_000_000) as i64,
+                })
+                .collect();
+        }
+        Ok(Response::new(status))
     }
 }
 
@@ -255,7 +310,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     };
 
     let service = agent_server::AgentServer::with_interceptor(
-        AgentService::new(node.clone()),
+        AgentService::new(node.clone(), mesh.as_ref().map(|m| m.node.mirror_reader())),
         TokenCheck(opts.token.clone().map(Arc::new)),
     );
     let mut builder = tonic::transport::Server::builder();

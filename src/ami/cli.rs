@@ -96,18 +96,12 @@ pub fn reply_json(r: &Reply) -> serde_json::Value {
     serde_json::Value::Object(o)
 }
 
-fn read_secret(path: &PathBuf) -> Result<SecretValue, AmiError> {
-    let s = std::fs::read_to_string(path)
-        .map_err(|e| AmiError::Usage(format!("cannot read secret file {}: {e}", path.display())))?;
-    let s = s.trim_end_matches(['\r', '\n']);
-    if s.is_empty() {
-        return Err(AmiError::Usage(format!("secret file {} is empty", path.display())));
-    }
-    Ok(SecretValue::new(s))
-}
-
 fn config(args: &AmiArgs, events: EventMask) -> Result<SessionConfig, AmiError> {
-    let mut cfg = SessionConfig::new(&args.addr, &args.user, read_secret(&args.secret_file)?);
+    let mut cfg = SessionConfig::new(
+        &args.addr,
+        &args.user,
+        SecretValue::read_file(&args.secret_file).map_err(|e| AmiError::Usage(e.to_string()))?,
+    );
     cfg.auth = if args.md5 { AuthMethod::Md5 } else { AuthMethod::Plain };
     cfg.events = events;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {

@@ -254,7 +254,7 @@ impl serde::Serialize for Message {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(None)?;
                 for v in self.0.get_all(self.1) {
-                    seq.serialize_element(crate::ami::types::redact_value(self.1, v))?;
+                    seq.serialize_element(&crate::ami::types::redact_value(self.1, v))?;
                 }
                 seq.end()
             }
@@ -263,7 +263,7 @@ impl serde::Serialize for Message {
             if self.get_all(k).nth(1).is_some() {
                 map.serialize_entry(k, &All(self, k))?;
             } else {
-                map.serialize_entry(k, crate::ami::types::redact_value(k, self.get(k).unwrap_or("")))?;
+                map.serialize_entry(k, &crate::ami::types::redact_value(k, self.get(k).unwrap_or("")))?;
             }
         }
         if !raw.is_empty() {
@@ -638,7 +638,7 @@ impl fmt::Debug for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Action");
         d.field("name", &self.name);
-        let hs: Vec<(&str, &str)> =
+        let hs: Vec<(&str, std::borrow::Cow<'_, str>)> =
             self.headers().map(|(k, v)| (k, crate::ami::types::redact_value(k, v))).collect();
         d.field("headers", &hs);
         d.finish()

@@ -3,12 +3,26 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Header names whose values must never be shown (Debug, JSON output, logs).
-const SECRET_KEYS: &[&str] = &["Secret", "Key"];
+/// Header names whose values must never be shown (Debug, JSON output, logs): Login's `Secret`
+/// and `Key`, and the passwords PJSIPShowAuths and friends answer with.
+const SECRET_KEYS: &[&str] = &["Secret", "Key", "Password", "Passwd", "Md5Cred", "AuthPassword"];
 
-/// The value to display for header `key`: `"<redacted>"` for secrets.
-pub fn redact_value<'a>(key: &str, value: &'a str) -> &'a str {
-    if SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key)) { "<redacted>" } else { value }
+/// Options of config lines (GetConfig's `Line-…` headers, `name=value`) whose values are secrets.
+const SECRET_OPTIONS: &[&str] = &["secret", "password", "passwd", "md5_cred", "md5secret", "dbsecret"];
+
+/// The value to display for header `key`: `"<redacted>"` for secrets, and the value of a
+/// secret option redacted in a config line (`Line-000000-000001: secret=…`).
+pub fn redact_value<'a>(key: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
+    if SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key)) {
+        return "<redacted>".into();
+    }
+    let config_line = key.len() > 5 && key[..5].eq_ignore_ascii_case("Line-");
+    match value.split_once('=') {
+        Some((option, _)) if config_line && SECRET_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(option.trim())) => {
+            format!("{option}=<redacted>").into()
+        }
+        _ => value.into(),
+    }
 }
 
 /// An extension (hint) state as numbered by `ExtensionStatus` / `ExtensionState` (`Status:`).
@@ -200,5 +214,21 @@ impl FromStr for EventMask {
             x if x.eq_ignore_ascii_case("on") => EventMask::On,
             x => EventMask::classes(x.split(',').map(str::trim).filter(|c| !c.is_empty())),
         })
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_value;
+
+    #[test]
+    fn secrets_passwords_and_secret_config_lines_are_redacted() {
+        for key in ["Secret", "key", "Password", "MD5Cred"] {
+            assert_eq!(redact_value(key, "Hunter2"), "<redacted>", "{key}");
+        }
+        assert_eq!(redact_value("Line-000000-000003", "secret=Hunter2"), "secret=<redacted>");
+        assert_eq!(redact_value("Line-000001-000000", "password = Hunter2"), "password =<redacted>");
+        assert_eq!(redact_value("Line-000000-000001", "type=peer"), "type=peer");
+        assert_eq!(redact_value("ObjectName", "secret=x"), "secret=x", "only config lines");
     }
 }

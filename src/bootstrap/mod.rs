@@ -12,7 +12,6 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::agent::client::read_secret_file;
 use crate::secret::SecretValue;
 
 /// The embedded base files: (file name, template). Placeholders are `@NAME@` words.
@@ -102,7 +101,7 @@ pub enum BootstrapError {
     },
     /// The AMI secret file could not be read.
     #[error("--ami-secret-file: {0}")]
-    Secret(#[from] crate::agent::error::AgentError),
+    Secret(#[from] crate::secret::SecretFileError),
     /// A file could not be written.
     #[error("writing {path}: {source}")]
     Write {
@@ -148,10 +147,7 @@ pub fn render(
     args: &BootstrapArgs,
     secret: &SecretValue,
 ) -> Result<Vec<(&'static str, String)>, BootstrapError> {
-    let node_ok = !args.node.is_empty()
-        && args.node.len() <= 63
-        && args.node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !node_ok {
+    if !crate::crd::rules::is_dns_label(&args.node) {
         return Err(BootstrapError::Invalid {
             flag: "node",
             problem: format!("{:?} is not an AsteriskNode name (a DNS-1123 label)", args.node),
@@ -217,7 +213,7 @@ pub fn render(
 /// file, fsync, rename): `manager.conf` mode 0600, the others 0640. Files that are not base
 /// files — the operator-rendered ones above all — are left as they are.
 pub fn write(args: &BootstrapArgs) -> Result<BootstrapReport, BootstrapError> {
-    let secret = read_secret_file(&args.ami_secret_file)?;
+    let secret = SecretValue::read_file(&args.ami_secret_file)?;
     let files = render(args, &secret)?;
     let dir = &args.config_dir;
     std::fs::create_dir_all(dir).map_err(|source| BootstrapError::Write { path: dir.clone(), source })?;

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use super::fleet::AgentAccess;
 use super::kube::{self as kube_mode, KubeError, KubeOptions, LeaseSettings};
 use super::manifests::{self, ManifestsError, ManifestsOptions};
 use super::metrics::{self, ControllerMetrics};
-use crate::agent::client::read_secret_file;
+use crate::agent::client::AgentAccess;
 use crate::agent::error::AgentError;
 
 /// `asterisk-operator controller`.
@@ -79,13 +78,17 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
         return Err(AgentError::Options("--interval must be positive".into()).into());
     }
     let agents = AgentAccess {
-        token: args.agent_token_file.as_deref().map(read_secret_file).transpose()?,
+        token: args
+            .agent_token_file
+            .as_deref()
+            .map(crate::secret::SecretValue::read_file)
+            .transpose()
+            .map_err(AgentError::from)?,
         tls_ca: args.agent_ca.clone(),
         tls_ca_pem: None,
         tls_cert: args.agent_cert.clone(),
         tls_key: args.agent_key.clone(),
         tls_domain: None,
-        timeout: None,
     };
     let interval = Duration::from_secs_f64(args.interval);
     // Without --manifests: fail on a missing cluster configuration before binding anything.
@@ -118,9 +121,9 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
                     .unwrap_or_else(|_| format!("controller-{}", std::process::id())),
                 duration: Duration::from_secs(15),
             }),
-            managed: super::managed::ManagedSettings::default(),
+            managed: super::managed_settings::ManagedSettings::default(),
         };
-        kube_mode::run(client, opts, &metrics, crate::agent::cli::shutdown_signal()).await?;
+        kube_mode::run(client, opts, &metrics, crate::daemon::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ManifestsOptions {
@@ -130,7 +133,7 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
         agents,
     };
     let report =
-        manifests::run(opts, interval, args.once, &metrics, crate::agent::cli::shutdown_signal()).await?;
+        manifests::run(opts, interval, args.once, &metrics, crate::daemon::shutdown_signal()).await?;
     if args.once {
         for (node, ok) in &report.pushed {
             println!("{node}: {}", if *ok { "applied" } else { "NOT applied (see the status file)" });

@@ -17,12 +17,148 @@ pub mod types {
     pub const CONFIG_APPLIED: &str = "ConfigApplied";
     /// The controller reaches the node's agent.
     pub const AGENT_CONNECTED: &str = "AgentConnected";
-    /// Every target of a BLF subscription is mirrored where it is watched.
+    /// Every remote target of a BLF subscription is mirrored live where it is watched.
     pub const MIRRORED: &str = "Mirrored";
     /// A managed node's StatefulSet, Service and Secret exist and its pod is ready.
     pub const MANAGED: &str = "Managed";
-    /// Every other node's numbers are routable from this node.
+    /// A trunk is up at both ends, so the routes that use it can.
     pub const ROUTED: &str = "Routed";
+}
+
+/// The vocabulary of one condition type: each reason belongs to exactly one type, so a
+/// condition cannot be written with another type's reason (or a misspelt one).
+pub trait Reason: Copy {
+    /// The condition type these reasons are for, e.g. [`types::CONFIG_APPLIED`].
+    const TYPE: &'static str;
+    /// The CamelCase reason as written in the condition.
+    fn as_str(self) -> &'static str;
+}
+
+/// Declares the reasons of one condition type; each reason is written as its variant's name.
+macro_rules! reasons {
+    ($(#[$doc:meta])* $name:ident for $type_:expr => { $($(#[$vdoc:meta])* $variant:ident,)+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl Reason for $name {
+            const TYPE: &'static str = $type_;
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// `Valid=True` (its failures are [`crate::topology::Reason`]s).
+    ValidReason for types::VALID => {
+        /// The resource passed validation.
+        Valid,
+    }
+}
+
+reasons! {
+    /// Why a resource is, or is not, `Ready`.
+    ReadyReason for types::READY => {
+        /// Valid and in force.
+        Ready,
+        /// See the Valid and ConfigApplied conditions.
+        NotReady,
+    }
+}
+
+reasons! {
+    /// Whether the bundle with the resource in it is in force on its node(s).
+    AppliedReason for types::CONFIG_APPLIED => {
+        /// The node's agent applied the current bundle.
+        Applied,
+        /// The resource is invalid, so none of it is applied.
+        Invalid,
+        /// The node is invalid, so nothing was rendered for it.
+        NotRendered,
+        /// Not pushed yet.
+        Pending,
+        /// The node has no agent the controller may push to.
+        NoAgent,
+        /// The agent could not be reached.
+        AgentUnreachable,
+        /// A newer bundle is being applied.
+        Superseded,
+        /// Asterisk (or the agent) rejected the bundle; the previous configuration stays.
+        ApplyFailed,
+    }
+}
+
+reasons! {
+    /// Whether the controller reaches a node's agent.
+    AgentReason for types::AGENT_CONNECTED => {
+        /// The agent answered.
+        Connected,
+        /// Not contacted yet.
+        Pending,
+        /// The agent could not be reached or refused the call.
+        Unreachable,
+        /// The node has no agent the controller may push to.
+        NoAgent,
+    }
+}
+
+reasons! {
+    /// The state of a managed node's StatefulSet, Service and Secret.
+    ManagedReason for types::MANAGED => {
+        /// The pod is ready.
+        Running,
+        /// The pod is not ready yet.
+        Starting,
+        /// Applied; waiting for the API server (status, cache) to catch up.
+        Pending,
+        /// The node is invalid, or its objects cannot be built.
+        Invalid,
+        /// The API server does not serve what a managed node needs.
+        WorkloadAPIUnavailable,
+        /// The namespace's mesh CA Secret cannot be used.
+        MeshCAInvalid,
+        /// The node's Secret lacks a key.
+        SecretIncomplete,
+        /// The API server refused an object.
+        ApplyFailed,
+        /// `--manifests` mode: there is no cluster to run a pod in.
+        NeedsCluster,
+    }
+}
+
+reasons! {
+    /// Whether a trunk is up at both ends (and so carries the routes that use it).
+    RoutedReason for types::ROUTED => {
+        /// Both ends report the other end reachable.
+        Up,
+        /// An end reports the other end unreachable.
+        Down,
+        /// An end's agent has not reported the trunk (unreachable, or not applied yet).
+        Unknown,
+        /// The trunk is invalid or not rendered, so nothing routes over it.
+        NotRouted,
+    }
+}
+
+reasons! {
+    /// Whether every remote target of a BLF subscription is mirrored live on the watcher's node.
+    MirroredReason for types::MIRRORED => {
+        /// Every remote target's owner is heard from; local targets need no mirror.
+        Live,
+        /// Some target's owner is not heard from: its lamp shows UNAVAILABLE.
+        OwnerUnreachable,
+        /// The watcher node's agent has not reported its mirrors (unreachable, no mesh, or the
+        /// bundle is not applied yet).
+        Unknown,
+        /// The subscription is invalid or not rendered, so nothing is mirrored.
+        NotMirrored,
+    }
 }
 
 /// A condition about to be written: everything but the transition time.
@@ -32,35 +168,49 @@ pub struct ConditionUpdate {
     pub type_: &'static str,
     /// `True`, `False` or `Unknown`.
     pub status: bool,
-    /// CamelCase reason.
+    /// CamelCase reason, one of the type's [`Reason`]s.
     pub reason: String,
     /// Message for people.
     pub message: String,
 }
 
 impl ConditionUpdate {
-    /// A `True` condition.
-    pub fn ok(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status: true, reason: reason.to_owned(), message: message.into() }
+    /// A `True` condition of the reason's type.
+    pub fn ok<R: Reason>(reason: R, message: impl Into<String>) -> Self {
+        Self { type_: R::TYPE, status: true, reason: reason.as_str().to_owned(), message: message.into() }
     }
 
-    /// A `False` condition.
-    pub fn failed(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, status: false, reason: reason.to_owned(), message: message.into() }
+    /// A `False` condition of the reason's type.
+    pub fn failed<R: Reason>(reason: R, message: impl Into<String>) -> Self {
+        Self { type_: R::TYPE, status: false, reason: reason.as_str().to_owned(), message: message.into() }
     }
 
     /// `Valid` from a resource's validation errors: True when there are none, else False with
     /// the first error's reason and every message (field, problem, fix).
     pub fn valid(errors: &[&ValidationError]) -> Self {
         match errors.first() {
-            None => Self::ok(types::VALID, "Valid", "the resource passed validation"),
+            None => Self::ok(ValidReason::Valid, "the resource passed validation"),
             Some(first) => Self::failed(
-                types::VALID,
-                first.reason.as_str(),
+                first.reason,
                 errors.iter().map(|e| e.condition_message()).collect::<Vec<_>>().join("\n"),
             ),
         }
     }
+}
+
+impl Reason for crate::topology::Reason {
+    const TYPE: &'static str = types::VALID;
+    fn as_str(self) -> &'static str {
+        crate::topology::Reason::as_str(self)
+    }
+}
+
+/// A managed node in `--manifests` mode: there is no cluster to run its pod in.
+pub fn needs_cluster() -> ConditionUpdate {
+    ConditionUpdate::failed(
+        ManagedReason::NeedsCluster,
+        "spec.managed needs the controller to run against a Kubernetes cluster (it creates a StatefulSet, a Service and a Secret); without one, run Asterisk and `asterisk-operator agent` yourself and set spec.agent.endpoint",
+    )
 }
 
 /// Sets `update` in `conditions` for `generation` at `now`: replaces the condition of the same
@@ -118,34 +268,20 @@ mod tests {
         let mut conditions = Vec::new();
         let t0 = time("2026-11-23T10:00:00Z");
         let t1 = time("2026-11-23T11:00:00Z");
-        assert!(set_condition(
-            &mut conditions,
-            ConditionUpdate::ok(types::READY, "Applied", "ok"),
-            Some(1),
-            &t0
-        ));
-        assert!(!set_condition(
-            &mut conditions,
-            ConditionUpdate::ok(types::READY, "Applied", "ok"),
-            Some(1),
-            &t1
-        ));
+        assert!(set_condition(&mut conditions, ConditionUpdate::ok(ReadyReason::Ready, "ok"), Some(1), &t0));
+        assert!(!set_condition(&mut conditions, ConditionUpdate::ok(ReadyReason::Ready, "ok"), Some(1), &t1));
         assert_eq!(conditions[0].last_transition_time, t0);
-        assert!(set_condition(
-            &mut conditions,
-            ConditionUpdate::ok(types::READY, "Applied", "ok"),
-            Some(2),
-            &t1
-        ));
+        assert!(set_condition(&mut conditions, ConditionUpdate::ok(ReadyReason::Ready, "ok"), Some(2), &t1));
         assert_eq!(conditions[0].last_transition_time, t0, "a new generation alone is no transition");
         assert_eq!(conditions[0].observed_generation, Some(2));
         assert!(set_condition(
             &mut conditions,
-            ConditionUpdate::failed(types::READY, "ApplyFailed", "no"),
+            ConditionUpdate::failed(ReadyReason::NotReady, "no"),
             Some(2),
             &t1
         ));
         assert_eq!((conditions[0].status.as_str(), &conditions[0].last_transition_time), ("False", &t1));
+        assert_eq!(conditions[0].reason, "NotReady");
     }
 
     #[test]

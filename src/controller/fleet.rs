@@ -1,43 +1,23 @@
 //! The fleet reconcile shared by both sources (manifests, API server): push every node whose
 //! bundle changed to its agent — all at once, each node with its own backoff, so one broken
-//! node never stalls the others — and compute every resource's status.
+//! node never stalls the others — ask every other node's agent for its status (trunks up,
+//! mirrors live, and whether it still runs the bundle: one it does not is pushed again), and
+//! compute every resource's status.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::task::JoinSet;
 
-use super::conditions::ConditionUpdate;
-use super::managed;
+use super::conditions::{ConditionUpdate, needs_cluster};
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
-use crate::agent::client::{ClientOptions, connect};
+use crate::agent::client::{AgentAccess, ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
-use crate::agent::proto::StatusRequest;
+use crate::agent::proto::{NodeStatus, StatusRequest};
 use crate::offline::LoadedFleet;
 use crate::render::Bundle;
-use crate::secret::SecretValue;
 use crate::topology::ObjectRef;
-
-/// How to reach the agents (the same for every node).
-#[derive(Clone, Debug, Default)]
-pub struct AgentAccess {
-    /// Shared bearer token.
-    pub token: Option<SecretValue>,
-    /// CA that signed the agents' certificates.
-    pub tls_ca: Option<PathBuf>,
-    /// A CA or the agent's own certificate as PEM text (managed nodes pin their agent's).
-    pub tls_ca_pem: Option<String>,
-    /// Client certificate for mTLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for mTLS.
-    pub tls_key: Option<PathBuf>,
-    /// Name to check the agent's certificate against, if not the endpoint's host.
-    pub tls_domain: Option<String>,
-    /// Per-call timeout.
-    pub timeout: Option<Duration>,
-}
 
 /// What the API-server mode could do this pass for one managed node (`spec.managed`).
 #[derive(Clone, Debug)]
@@ -68,6 +48,16 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
     /// Some resource's status differs from the previous reconcile's.
     pub status_changed: bool,
+    /// Every node's bundle by (namespace, node): the one wanted, and the one its agent last
+    /// said it runs (empty when unknown).
+    pub bundles: BTreeMap<(String, String), BundleHashes>,
+}
+
+/// The bundle a node should run and the one it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleHashes {
+    pub desired: String,
+    pub applied: String,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -118,7 +108,8 @@ impl FleetReconciler {
         })
     }
 
-    /// Pushes what changed (or is due for a retry) and recomputes every status.
+    /// Pushes what changed (or is due for a retry), refreshes the other nodes' status, and
+    /// recomputes every status.
     pub async fn reconcile(&mut self, fleets: &BTreeMap<String, LoadedFleet>) -> ReconcileReport {
         let mut report = ReconcileReport::default();
         let now = Instant::now();
@@ -127,17 +118,7 @@ impl FleetReconciler {
             report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
             for (node, bundle) in &fleet.bundles {
                 let key = (namespace.clone(), node.clone());
-                let due = match self.pushes.get(&key) {
-                    None => true,
-                    Some(p) if p.hash != bundle.hash => true,
-                    Some(p) => {
-                        !matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok)
-                            && p.next_try <= now
-                    }
-                };
-                if !due {
-                    continue;
-                }
+                let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
                 let target = fleet.resolution.topology.nodes.get(node);
                 let endpoint = target.and_then(|n| n.agent_endpoint.clone());
                 let access = match target.is_some_and(|n| n.managed) {
@@ -145,40 +126,72 @@ impl FleetReconciler {
                     true => match self.managed.get(&key) {
                         Some(ManagedTarget { access: Some(access), .. }) => Ok(access.clone()),
                         Some(ManagedTarget { condition, .. }) => Err(condition.message.clone()),
-                        None => Err(managed::needs_cluster().message),
+                        None => Err(needs_cluster().message),
                     },
                 };
+                if visit == Visit::Refresh && access.is_err() {
+                    // The workload says no agent can be reached this pass; keep what is known.
+                    continue;
+                }
                 let bundle = bundle.clone();
                 tasks.spawn(async move {
-                    let outcome = match (endpoint, access) {
-                        (_, Err(why)) => NodeOutcome::NoAgent(why),
-                        (None, _) => NodeOutcome::NoAgent(
+                    let contact = match (endpoint, access) {
+                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
+                        (None, _) => Contact::Pushed(NodeOutcome::NoAgent(
                             "the node has no spec.agent.endpoint the controller can push to".into(),
-                        ),
-                        (Some(url), Ok(access)) => push(&url, &access, &bundle).await,
+                        )),
+                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit).await,
                     };
-                    (key, bundle.hash, outcome)
+                    (key, bundle.hash, contact)
                 });
             }
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((key, hash, outcome)) = joined else { continue };
+            let Ok((key, hash, contact)) = joined else { continue };
+            let (outcome, pushed) = match contact {
+                Contact::Refreshed(status) => {
+                    if let Some(NodeOutcome::Applied { status: last, .. }) =
+                        self.pushes.get_mut(&key).map(|p| &mut p.outcome)
+                    {
+                        *last = Some(status);
+                    }
+                    continue;
+                }
+                Contact::Lost(why) => (NodeOutcome::Unreachable(why), false),
+                Contact::Pushed(outcome) => (outcome, true),
+            };
             let ok = matches!(&outcome, NodeOutcome::Applied { result, .. } if result.ok);
-            report.pushed.insert(format!("{}/{}", key.0, key.1), ok);
+            if pushed {
+                report.pushed.insert(format!("{}/{}", key.0, key.1), ok);
+            }
             let failures = if ok { 0 } else { self.pushes.get(&key).map_or(0, |p| p.failures) + 1 };
             let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
             match &outcome {
                 NodeOutcome::Applied { result, .. } if result.ok => {
                     tracing::info!(node = %key.1, hash = %short(&hash), unchanged = result.unchanged, "bundle applied")
                 }
-                other => {
+                other if pushed => {
                     tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")
+                }
+                other => {
+                    tracing::warn!(node = %key.1, error = %short_outcome(other), retry_in = ?backoff, "agent stopped answering")
                 }
             }
             self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
         }
         // Forget nodes that are gone.
         self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+        for (namespace, fleet) in fleets {
+            for (node, bundle) in &fleet.bundles {
+                let key = (namespace.clone(), node.clone());
+                let applied = match self.pushes.get(&key).map(|p| &p.outcome) {
+                    Some(NodeOutcome::Applied { status: Some(status), .. }) => status.applied_hash.clone(),
+                    Some(NodeOutcome::Applied { result, .. }) => result.applied_hash.clone(),
+                    _ => String::new(),
+                };
+                report.bundles.insert(key, BundleHashes { desired: bundle.hash.clone(), applied });
+            }
+        }
 
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();
@@ -223,26 +236,110 @@ fn short_outcome(outcome: &NodeOutcome) -> String {
     }
 }
 
-/// Pushes one bundle and asks for the node's status.
-async fn push(url: &str, access: &AgentAccess, bundle: &Bundle) -> NodeOutcome {
-    let mut opts = ClientOptions::new(url);
-    opts.token = access.token.clone();
-    opts.tls_ca = access.tls_ca.clone();
-    opts.tls_ca_pem = access.tls_ca_pem.clone();
-    opts.tls_domain = access.tls_domain.clone();
-    opts.tls_cert = access.tls_cert.clone();
-    opts.tls_key = access.tls_key.clone();
-    if let Some(t) = access.timeout {
-        opts.timeout = t;
+/// What a pass does with one node's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    /// Push the bundle (new, changed, or due for a retry) and read the node's status.
+    Push,
+    /// The agent applied this bundle: read its status (and push again if it no longer runs it).
+    Refresh,
+}
+
+/// Decides what this pass does with a node, from what happened at the last visit (`None`:
+/// wait, its retry is not due yet).
+fn visit(last: Option<&NodePush>, hash: &str, now: Instant) -> Option<Visit> {
+    match last {
+        None => Some(Visit::Push),
+        Some(p) if p.hash != hash => Some(Visit::Push),
+        Some(p) if matches!(&p.outcome, NodeOutcome::Applied { result, .. } if result.ok) => {
+            Some(Visit::Refresh)
+        }
+        Some(p) if p.next_try <= now => Some(Visit::Push),
+        Some(_) => None,
     }
+}
+
+/// What came of a visit.
+enum Contact {
+    /// The bundle was pushed (or could not be): the new outcome.
+    Pushed(NodeOutcome),
+    /// The agent still runs the bundle: its status now.
+    Refreshed(Box<NodeStatus>),
+    /// The agent no longer answers.
+    Lost(String),
+}
+
+/// Visits one node's agent: pushes the bundle, or reads the status and pushes again when the
+/// agent no longer runs the bundle (restored from a backup, another controller, a hand edit of
+/// its state).
+async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit) -> Contact {
+    let opts = ClientOptions::with_access(url, access.clone());
     let mut client = match connect(&opts).await {
         Ok(c) => c,
-        Err(e) => return NodeOutcome::Unreachable(e.to_string()),
+        Err(e) if visit == Visit::Refresh => return Contact::Lost(e.to_string()),
+        Err(e) => return Contact::Pushed(NodeOutcome::Unreachable(e.to_string())),
     };
+    if visit == Visit::Refresh {
+        match client.status(StatusRequest {}).await {
+            Ok(s) if s.get_ref().applied_hash == bundle.hash => {
+                return Contact::Refreshed(Box::new(s.into_inner()));
+            }
+            Ok(s) => tracing::warn!(
+                node = %bundle.node,
+                runs = %short(&s.get_ref().applied_hash),
+                wanted = %bundle.short_hash(),
+                "the agent no longer runs the bundle it applied; pushing it again"
+            ),
+            Err(status) => return Contact::Lost(format!("Status: {}", status.message())),
+        }
+    }
     let result = match client.apply(bundle_to_proto(bundle)).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return NodeOutcome::Unreachable(format!("Apply: {}", status.message())),
+        Err(status) => {
+            return Contact::Pushed(NodeOutcome::Unreachable(format!("Apply: {}", status.message())));
+        }
     };
     let status = client.status(StatusRequest {}).await.ok().map(|s| Box::new(s.into_inner()));
-    NodeOutcome::Applied { result, status }
+    Contact::Pushed(NodeOutcome::Applied { result, status })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::proto::ApplyResult;
+
+    fn last(hash: &str, outcome: NodeOutcome, retry_in: i64) -> NodePush {
+        let now = Instant::now();
+        let next_try = if retry_in >= 0 {
+            now + Duration::from_secs(retry_in as u64)
+        } else {
+            now - Duration::from_secs(retry_in.unsigned_abs())
+        };
+        NodePush { outcome, hash: hash.into(), failures: 1, next_try }
+    }
+
+    #[test]
+    fn each_node_is_pushed_refreshed_or_left_to_its_backoff() {
+        let applied = |ok| NodeOutcome::Applied {
+            result: ApplyResult { ok, applied_hash: "h1".into(), ..Default::default() },
+            status: None,
+        };
+        let now = Instant::now();
+        let cases = [
+            ("never visited", None, Some(Visit::Push)),
+            ("bundle changed", Some(last("h0", applied(true), 30)), Some(Visit::Push)),
+            ("applied: read its status", Some(last("h1", applied(true), 30)), Some(Visit::Refresh)),
+            ("apply failed, retry not due", Some(last("h1", applied(false), 30)), None),
+            ("apply failed, retry due", Some(last("h1", applied(false), -1)), Some(Visit::Push)),
+            ("unreachable, retry not due", Some(last("h1", NodeOutcome::Unreachable("x".into()), 30)), None),
+            (
+                "unreachable, retry due",
+                Some(last("h1", NodeOutcome::Unreachable("x".into()), -1)),
+                Some(Visit::Push),
+            ),
+        ];
+        for (name, last, want) in cases {
+            assert_eq!(visit(last.as_ref(), "h1", now), want, "{name}");
+        }
+    }
 }

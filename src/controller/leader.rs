@@ -173,47 +173,30 @@ mod tests {
         assert_eq!(decide(Some(&lease("", 999, 15)), "a", now), Decision::TakeOver, "released");
     }
 
-    use http::{Method, Request, Response};
-    use kube::client::Body;
-    use serde_json::{Value, json};
+    use http::Method;
+    use serde_json::json;
 
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    async fn answer(handle: &mut Handle, status: u16, reply: Value) -> (Method, String, Value) {
-        let (request, send) = handle.next_request().await.expect("a request");
-        let (method, uri) = (request.method().clone(), request.uri().to_string());
-        let body = request.into_body().collect_bytes().await.unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        send.send_response(
-            Response::builder().status(status).body(Body::from(reply.to_string().into_bytes())).unwrap(),
-        );
-        (method, uri, body)
-    }
-
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-    }
+    use crate::controller::mock_api::{mock, not_found, respond};
 
     #[tokio::test]
     async fn creates_the_lease_when_absent_and_waits_while_another_holds_it() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let mut lock =
-            LeaseLock::new(Client::new(service, "default"), "ops", "ctl", "me", Duration::from_secs(15));
+        let (client, mut handle) = mock();
+        let mut lock = LeaseLock::new(client, "ops", "ctl", "me", Duration::from_secs(15));
         let server = tokio::spawn(async move {
             let empty = json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {}, "items": []});
-            let (m, uri, _) = answer(&mut handle, 200, empty).await;
+            let (m, uri, _) = respond(&mut handle, 200, |_| empty).await;
             assert_eq!(
                 (m, uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/ops/leases?")),
                 (Method::GET, true)
             );
-            let (m, uri, _) = answer(&mut handle, 404, not_found()).await;
+            let (m, uri, _) = respond(&mut handle, 404, |_| not_found()).await;
             assert_eq!(
                 (m, uri.as_str()),
                 (Method::GET, "/apis/coordination.k8s.io/v1/namespaces/ops/leases/ctl")
             );
             let created =
                 json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ctl"}});
-            let (m, _, body) = answer(&mut handle, 201, created).await;
+            let (m, _, body) = respond(&mut handle, 201, |_| created).await;
             assert_eq!(m, Method::POST);
             assert_eq!(body["spec"]["holderIdentity"], "me");
             assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
@@ -221,7 +204,7 @@ mod tests {
             let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": "ctl", "resourceVersion": "7"},
                 "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": Timestamp::now().to_string()}});
-            answer(&mut handle, 200, held).await;
+            respond(&mut handle, 200, |_| held).await;
         });
         assert_eq!(lock.acquire_or_renew().await, Leadership::Leader);
         assert_eq!(lock.acquire_or_renew().await, Leadership::Follower("other".into()));
@@ -230,11 +213,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_without_leases_means_a_single_replica() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let mut lock =
-            LeaseLock::new(Client::new(service, "default"), "ops", "ctl", "me", Duration::from_secs(15));
+        let (client, mut handle) = mock();
+        let mut lock = LeaseLock::new(client, "ops", "ctl", "me", Duration::from_secs(15));
         let server = tokio::spawn(async move {
-            answer(&mut handle, 404, json!("404 page not found")).await;
+            respond(&mut handle, 404, |_| json!("404 page not found")).await;
         });
         assert_eq!(lock.acquire_or_renew().await, Leadership::Unsupported);
         assert_eq!(lock.acquire_or_renew().await, Leadership::Unsupported, "asked once, remembered");

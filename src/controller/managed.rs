@@ -33,10 +33,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{ConditionUpdate, types};
-use super::fleet::AgentAccess;
+use super::conditions::{ConditionUpdate, ManagedReason};
+use super::managed_settings::ManagedSettings;
 use super::mesh_pki::{MESH_CA_KEY, MESH_CERT_KEY, MESH_KEY_KEY, MeshLeaf};
-use crate::crd::{AsteriskNode, ManagedNode, SipTransport};
+use crate::agent::client::AgentAccess;
+use crate::crd::{AsteriskNode, ManagedNode, SipTransport, namespace_of};
 use crate::secret::SecretValue;
 use crate::topology::{MANAGED_GRPC_PORT, managed_workload_name};
 
@@ -78,22 +79,6 @@ pub mod paths {
     pub const OPERATOR_BIN: &str = "/usr/local/bin/asterisk-operator";
     /// Asterisk in the image.
     pub const ASTERISK_BIN: &str = "/usr/sbin/asterisk";
-}
-
-/// Settings of the controller that shape every managed workload.
-#[derive(Clone, Debug)]
-pub struct ManagedSettings {
-    /// `app.kubernetes.io/managed-by` of every object.
-    pub managed_by: String,
-    /// User and group id the containers run as: the image's `asterisk` user (the Dockerfile
-    /// creates it with this id).
-    pub run_as: i64,
-}
-
-impl Default for ManagedSettings {
-    fn default() -> Self {
-        Self { managed_by: "asterisk-operator".into(), run_as: 200 }
-    }
 }
 
 /// Building a managed node's objects failed.
@@ -142,7 +127,7 @@ pub enum ManagedError {
 }
 
 fn ids(node: &AsteriskNode) -> (String, String) {
-    (node.namespace().unwrap_or_else(|| "default".into()), node.name_any())
+    (namespace_of(node.meta()), node.name_any())
 }
 
 fn managed_of(node: &AsteriskNode) -> Result<&ManagedNode, ManagedError> {
@@ -236,7 +221,7 @@ impl NodeCredentials {
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned());
             let string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
             data.or(string).filter(|v| !v.trim().is_empty()).ok_or_else(|| ManagedError::SecretKeyMissing {
-                namespace: secret.namespace().unwrap_or_else(|| "default".into()),
+                namespace: namespace_of(secret.meta()),
                 secret: secret.name_any(),
                 key,
             })
@@ -251,8 +236,7 @@ impl NodeCredentials {
 
     /// How the controller reaches this node's agent: TLS trusting only the node's own
     /// certificate, checked against the endpoint's host name, and the node's token.
-    /// The per-call timeout comes from the fleet-wide settings.
-    pub fn agent_access(&self, namespace: &str, node: &str, fleet: &AgentAccess) -> AgentAccess {
+    pub fn agent_access(&self, namespace: &str, node: &str) -> AgentAccess {
         AgentAccess {
             token: Some(self.agent_token.clone()),
             tls_ca: None,
@@ -260,7 +244,6 @@ impl NodeCredentials {
             tls_cert: None,
             tls_key: None,
             tls_domain: Some(agent_host(namespace, node)),
-            timeout: fleet.timeout,
         }
     }
 }
@@ -639,28 +622,17 @@ pub fn workload_condition(node: &str, status: Option<&StatefulSetStatus>) -> Con
     let w = managed_workload_name(node);
     match status {
         Some(s) if s.ready_replicas.unwrap_or(0) >= 1 => {
-            ConditionUpdate::ok(types::MANAGED, "Running", format!("StatefulSet {w}: pod {w}-0 is ready"))
+            ConditionUpdate::ok(ManagedReason::Running, format!("StatefulSet {w}: pod {w}-0 is ready"))
         }
         Some(_) => ConditionUpdate::failed(
-            types::MANAGED,
-            "Starting",
+            ManagedReason::Starting,
             format!("StatefulSet {w}: pod {w}-0 is not ready yet (kubectl describe pod {w}-0)"),
         ),
         None => ConditionUpdate::failed(
-            types::MANAGED,
-            "Pending",
+            ManagedReason::Pending,
             format!("StatefulSet {w} applied; the API server reported no status yet"),
         ),
     }
-}
-
-/// The `Managed` condition of a managed node when the controller runs on manifests.
-pub fn needs_cluster() -> ConditionUpdate {
-    ConditionUpdate::failed(
-        types::MANAGED,
-        "NeedsCluster",
-        "spec.managed needs the controller to run against a Kubernetes cluster (it creates a StatefulSet, a Service and a Secret); without one, run Asterisk and `asterisk-operator agent` yourself and set spec.agent.endpoint",
-    )
 }
 
 #[cfg(test)]
@@ -1009,7 +981,7 @@ mod tests {
         assert_eq!(back.tls_key_pem, creds.tls_key_pem);
         assert_ne!(NodeCredentials::generate(&n).unwrap().agent_token, creds.agent_token, "fresh each time");
 
-        let access = back.agent_access("pbx", "office-a", &AgentAccess::default());
+        let access = back.agent_access("pbx", "office-a");
         assert_eq!(access.token.as_ref(), Some(&creds.agent_token));
         assert_eq!(access.tls_ca_pem.as_deref(), Some(creds.tls_cert_pem.as_str()));
         assert_eq!(access.tls_domain.as_deref(), Some("asterisk-office-a-0.asterisk-office-a.pbx.svc"));
@@ -1042,6 +1014,6 @@ mod tests {
         let c = workload_condition("office-a", Some(&starting));
         assert!(!c.status && c.reason == "Starting" && c.message.contains("asterisk-office-a-0"), "{c:?}");
         assert_eq!(workload_condition("office-a", None).reason, "Pending");
-        assert_eq!(needs_cluster().type_, "Managed");
+        assert_eq!(crate::controller::conditions::needs_cluster().type_, "Managed");
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fleet::{AgentAccess, FleetReconciler, ReconcileReport};
+use super::fleet::{FleetReconciler, ReconcileReport};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
+use crate::agent::client::AgentAccess;
 use crate::offline::{self, OfflineError};
 use crate::topology::ObjectRef;
 

@@ -21,11 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
+use kube::Resource;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use super::managed::ManagedSettings;
+use super::managed_settings::ManagedSettings;
+use crate::crd::namespace_of;
 use crate::mesh::tls::cert_names_node;
 use crate::secret::SecretValue;
 
@@ -130,7 +131,7 @@ impl MeshCa {
     /// The CA of a Secret (the user's or one the controller generated): both keys present, a CA
     /// certificate valid at `now`, and the key that belongs to it.
     pub fn from_secret(secret: &Secret, now: SystemTime) -> Result<Self, MeshPkiError> {
-        let namespace = secret.namespace().unwrap_or_else(|| "default".into());
+        let namespace = namespace_of(secret.meta());
         let get = |key: &'static str| {
             secret_data(secret, key)
                 .ok_or_else(|| MeshPkiError::CaKeyMissing { namespace: namespace.clone(), key })

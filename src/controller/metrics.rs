@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -30,6 +30,20 @@ pub struct KindResult {
     pub result: String,
 }
 
+/// `{namespace, node}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub namespace: String,
+    pub node: String,
+}
+
+/// A bundle hash as a number Prometheus can compare: its first 52 bits (13 hex digits; an f64
+/// holds them exactly), 0 for no hash. A hash as a label value would make a new series on every
+/// apply; a number keeps one series per node and still tells "same" from "different".
+pub fn bundle_fingerprint(hash: &str) -> f64 {
+    hash.get(..13).and_then(|h| u64::from_str_radix(h, 16).ok()).map_or(0.0, |v| v as f64)
+}
+
 /// The controller's metrics.
 pub struct ControllerMetrics {
     registry: Registry,
@@ -43,8 +57,18 @@ pub struct ControllerMetrics {
     pub resources: Family<KindResult, Gauge>,
     /// AsteriskNodes whose Ready condition is True.
     pub nodes_ready: Gauge,
-    /// Unix time of the last finished reconcile pass (for liveness).
+    /// Each AsteriskNode's Ready condition (1 True, 0 otherwise).
+    pub node_ready: Family<NodeLabel, Gauge>,
+    /// This replica holds the leader Lease (1) or stands by (0).
+    pub leader: Gauge,
+    /// Fingerprint of the bundle each node should run ([`bundle_fingerprint`]).
+    pub desired_bundle: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    /// Fingerprint of the bundle each node's agent last said it runs (0: unknown).
+    pub applied_bundle: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    /// Unix time of the last finished reconcile pass.
     last_pass: Arc<AtomicI64>,
+    /// Unix time the control loop last went round, leading or standing by (for liveness).
+    last_loop: Arc<AtomicI64>,
 }
 
 impl Default for ControllerMetrics {
@@ -56,7 +80,12 @@ impl Default for ControllerMetrics {
             bundles_pushed: Family::default(),
             resources: Family::default(),
             nodes_ready: Gauge::default(),
+            node_ready: Family::default(),
+            leader: Gauge::default(),
+            desired_bundle: Family::default(),
+            applied_bundle: Family::default(),
             last_pass: Arc::default(),
+            last_loop: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -84,6 +113,30 @@ impl Default for ControllerMetrics {
             "AsteriskNodes that are Ready",
             m.nodes_ready.clone(),
         );
+        registry.register(
+            "asterisk_operator_node_ready",
+            "The AsteriskNode's Ready condition is True (1) or not (0)",
+            m.node_ready.clone(),
+        );
+        registry.register(
+            "asterisk_operator_leader",
+            "This replica holds the leader Lease and reconciles (1) or stands by (0)",
+            m.leader.clone(),
+        );
+        registry.register(
+            "asterisk_operator_node_desired_bundle_fingerprint",
+            "First 52 bits of the hash of the bundle the node should run",
+            m.desired_bundle.clone(),
+        );
+        registry.register(
+            "asterisk_operator_node_applied_bundle_fingerprint",
+            "First 52 bits of the hash of the bundle the node's agent last reported (0: unknown)",
+            m.applied_bundle.clone(),
+        );
+        // Both outcomes exist from the first scrape, so rate() and increase() see the first pass.
+        for result in ["ok", "degraded"] {
+            let _ = m.reconciles.get_or_create(&ResultLabel { result: result.into() });
+        }
         ControllerMetrics { registry, ..m }
     }
 }
@@ -105,6 +158,7 @@ impl ControllerMetrics {
             self.bundles_pushed.get_or_create(&ResultLabel { result: result.into() }).inc();
         }
         self.resources.clear();
+        self.node_ready.clear();
         let mut nodes_ready = 0;
         for (object, status) in statuses {
             let ready = status.conditions().iter().any(|c| c.type_ == "Ready" && c.status == "True");
@@ -113,12 +167,35 @@ impl ControllerMetrics {
                 result: if ready { "ready" } else { "not_ready" }.into(),
             };
             self.resources.get_or_create(&label).inc();
-            if ready && object.kind == crate::topology::Kind::AsteriskNode {
-                nodes_ready += 1;
+            if object.kind == crate::topology::Kind::AsteriskNode {
+                let label = NodeLabel { namespace: object.namespace.clone(), node: object.name.clone() };
+                self.node_ready.get_or_create(&label).set(ready.into());
+                nodes_ready += i64::from(ready);
             }
         }
         self.nodes_ready.set(nodes_ready);
+        self.desired_bundle.clear();
+        self.applied_bundle.clear();
+        for ((namespace, node), hashes) in &report.bundles {
+            let label = NodeLabel { namespace: namespace.clone(), node: node.clone() };
+            self.desired_bundle.get_or_create(&label).set(bundle_fingerprint(&hashes.desired));
+            self.applied_bundle.get_or_create(&label).set(bundle_fingerprint(&hashes.applied));
+        }
         self.last_pass.store(unix_now(), Ordering::Relaxed);
+        self.went_round(true);
+    }
+
+    /// The control loop went round: as leader (after [`Self::observe`]) or standing by. A
+    /// standby replica is alive and ready: it takes over when the leader's Lease lapses.
+    pub fn went_round(&self, leading: bool) {
+        self.leader.set(leading.into());
+        if !leading {
+            // Per-node series are the leader's to report; a standby's would go stale.
+            self.desired_bundle.clear();
+            self.applied_bundle.clear();
+            self.node_ready.clear();
+        }
+        self.last_loop.store(unix_now(), Ordering::Relaxed);
     }
 
     /// The text exposition.
@@ -133,14 +210,21 @@ impl ControllerMetrics {
         let last = self.last_pass.load(Ordering::Relaxed);
         (last > 0).then(|| unix_now() - last)
     }
+
+    /// Seconds since the control loop last went round, `None` before the first time.
+    pub fn since_last_loop(&self) -> Option<i64> {
+        let last = self.last_loop.load(Ordering::Relaxed);
+        (last > 0).then(|| unix_now() - last)
+    }
 }
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Serves `/metrics`, `/healthz` (a pass finished within `stale_after`) and `/readyz` (at least
-/// one pass finished) on `addr` until the returned task is aborted.
+/// Serves `/metrics`, `/healthz` (the control loop went round within `stale_after`) and
+/// `/readyz` (it went round at least once: a first pass as leader, or a Lease check as standby)
+/// on `addr` until the returned task is aborted.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<ControllerMetrics>,
@@ -168,18 +252,18 @@ async fn metrics_page(State((m, _)): State<Shared>) -> impl IntoResponse {
 }
 
 async fn healthz(State((m, stale)): State<Shared>) -> impl IntoResponse {
-    match m.since_last_pass() {
+    match m.since_last_loop() {
         Some(s) if s > stale.as_secs() as i64 => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("the last reconcile finished {s} s ago\n"))
+            (StatusCode::SERVICE_UNAVAILABLE, format!("the control loop last went round {s} s ago\n"))
         }
         _ => (StatusCode::OK, "ok\n".to_owned()),
     }
 }
 
 async fn readyz(State((m, _)): State<Shared>) -> impl IntoResponse {
-    match m.since_last_pass() {
+    match m.since_last_loop() {
         Some(_) => (StatusCode::OK, "ready\n"),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no reconcile finished yet\n"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the control loop has not gone round yet\n"),
     }
 }
 
@@ -202,5 +286,43 @@ mod tests {
         assert!(text.contains("asterisk_operator_bundles_pushed_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("asterisk_operator_nodes_ready 0"), "{text}");
         assert_eq!(m.since_last_pass(), Some(0));
+    }
+
+    #[test]
+    fn bundles_are_numbers_per_node_and_a_standby_reports_none() {
+        assert_eq!(bundle_fingerprint(""), 0.0);
+        assert_eq!(bundle_fingerprint("0000000000001ffff"), 1.0);
+        assert_eq!(bundle_fingerprint("fffffffffffff0"), (2f64.powi(52) - 1.0));
+        let m = ControllerMetrics::default();
+        assert!(
+            m.encode().contains("asterisk_operator_reconciles_total{result=\"ok\"} 0"),
+            "from the first scrape"
+        );
+        let report = ReconcileReport {
+            bundles: BTreeMap::from([(
+                ("default".into(), "office-a".into()),
+                super::super::fleet::BundleHashes {
+                    desired: "00000000000020".into(),
+                    applied: String::new(),
+                },
+            )]),
+            ..ReconcileReport::default()
+        };
+        m.observe(&report, &BTreeMap::new(), Duration::from_millis(1));
+        let text = m.encode();
+        let label = "{namespace=\"default\",node=\"office-a\"}";
+        assert!(
+            text.contains(&format!("asterisk_operator_node_desired_bundle_fingerprint{label} 2.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("asterisk_operator_node_applied_bundle_fingerprint{label} 0.0")),
+            "{text}"
+        );
+        assert!(text.contains("asterisk_operator_leader 1"), "{text}");
+        m.went_round(false);
+        let text = m.encode();
+        assert!(text.contains("asterisk_operator_leader 0") && !text.contains("fingerprint{"), "{text}");
+        assert_eq!(m.since_last_loop(), Some(0), "a standby is alive and ready");
     }
 }

@@ -74,7 +74,7 @@ pub struct BlfTarget {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlfSubscriptionStatus {
-    /// Valid, Mirrored.
+    /// Valid, ConfigApplied, Mirrored, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -92,10 +92,15 @@ pub struct BlfTargetStatus {
     /// The node that owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// Device state as mirrored (NOT_INUSE, INUSE, BUSY, UNAVAILABLE, RINGING, RINGINUSE, ONHOLD).
+    /// Device state as mirrored on the watcher's node (NOT_INUSE, INUSE, BUSY, UNAVAILABLE,
+    /// RINGING, RINGINUSE, ONHOLD). Absent for a target on the watcher's own node (no mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    /// When the state last changed (RFC 3339).
+    /// The mirror follows its owner (true), or shows UNAVAILABLE because the owner is not heard
+    /// from (false). Absent for a target on the watcher's own node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<bool>,
+    /// When the mirrored state last changed on the watcher's node (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<String>,
 }

@@ -4,6 +4,7 @@
 mod blf;
 mod node;
 mod phone;
+pub mod rules;
 mod trunk;
 
 pub use blf::{
@@ -14,7 +15,9 @@ pub use node::{
     NumberingPlan, SipSettings, SipTransport,
 };
 pub use phone::{Device, DeviceVendor, Phone, PhoneSpec, PhoneStatus};
-pub use trunk::{AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkSpec, TrunkStatus};
+pub use trunk::{
+    AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkRouteStatus, TrunkSpec, TrunkStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -26,6 +29,14 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "asterisk.operator.dev";
 /// API version of every resource of this operator.
 pub const VERSION: &str = "v1alpha1";
+
+/// Namespace of resources that name none (as `kubectl` assumes).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of an object, [`DEFAULT_NAMESPACE`] when it names none.
+pub fn namespace_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
 
 /// A key in a Kubernetes Secret in the resource's namespace. Secrets are only ever referenced,
 /// never inlined in a spec.

@@ -47,7 +47,7 @@ pub struct AsteriskNodeSpec {
     /// Host name or IP address where other nodes reach this server. Absent: the node has a
     /// dynamic address and registers to the nodes it has trunks with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"), length(max = 253))]
+    #[schemars(regex(pattern = super::rules::HOST_PATTERN), length(max = super::rules::HOST_MAX))]
     pub address: Option<String>,
     /// The agent beside an existing Asterisk server (systemd service or sidecar you run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,7 @@ fn default_iax_port() -> u16 {
 pub struct NatSettings {
     /// Public address to advertise in SIP signalling and SDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"))]
+    #[schemars(regex(pattern = super::rules::HOST_PATTERN))]
     pub external_address: Option<String>,
     /// Networks reached without NAT, in CIDR form (e.g. `192.168.0.0/16`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -201,9 +201,10 @@ pub struct AsteriskNodeStatus {
     /// Asterisk version as the server reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asterisk_version: Option<String>,
-    /// Seconds since Asterisk started.
+    /// When Asterisk started (RFC 3339); a timestamp rather than an uptime, so the status
+    /// only changes when Asterisk restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uptime_seconds: Option<u64>,
+    pub started_at: Option<String>,
     /// Content hash of the bundle the agent last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_bundle_hash: Option<String>,

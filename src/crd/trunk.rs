@@ -136,16 +136,21 @@ impl AuthMethod {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrunkStatus {
-    /// Valid, ConfigApplied, Ready.
+    /// Valid, ConfigApplied, Routed, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Both ends see each other.
+    /// Both ends report the other end reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up: Option<bool>,
-    /// What each end reports about its peer.
+    /// What each end reports about its peer. Round-trip times are in the agents' metrics
+    /// (`asterisk_trunk_rtt_seconds`), not here: they change on every check, and a status that
+    /// changes on every check would be rewritten on every pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ends: Vec<TrunkEndStatus>,
+    /// The routes that use this trunk, from each node that dials over it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<TrunkRouteStatus>,
 }
 
 /// One end's view of a trunk.
@@ -154,9 +159,22 @@ pub struct TrunkStatus {
 pub struct TrunkEndStatus {
     /// The node at this end.
     pub node: String,
-    /// The peer is reachable from this end.
-    pub reachable: bool,
-    /// Round-trip time to the peer, in milliseconds.
+    /// The peer is reachable from this end (absent: this end's agent has not reported it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u32>,
+    pub reachable: Option<bool>,
+}
+
+/// A route that dials over the trunk.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrunkRouteStatus {
+    /// The node whose calls take the trunk.
+    pub from: String,
+    /// The node that owns the numbers.
+    pub destination: String,
+    /// Those numbers, as dialplan patterns (`4XXX`).
+    pub patterns: Vec<String>,
+    /// Where the trunk stands among the route's ways out: 1 is tried first, higher numbers are
+    /// fallbacks.
+    pub choice: u32,
 }

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 pub use error::MeshError;
 pub use metrics::MeshMetrics;
 pub use owner::{MeshService, PeerAuth};
-pub use table::{ExportTable, MirrorTable, Outcome, PendingWrite, StateUpdate, Version};
+pub use table::{ExportTable, MirrorTable, MirrorView, Outcome, PendingWrite, StateUpdate, Version};
 pub use tls::MeshTls;
 
 use crate::ami::{DeviceState, Session};
@@ -128,6 +128,17 @@ impl Drop for Link {
     }
 }
 
+/// Reads a watcher's mirrors ([`MeshNode::mirror_reader`]).
+#[derive(Clone)]
+pub struct MirrorReader(Arc<watcher::Mirrors>);
+
+impl MirrorReader {
+    /// Every mirror the node keeps: its state, whether its owner is heard from, when it changed.
+    pub fn views(&self) -> Vec<MirrorView> {
+        lock(&self.0.table).views()
+    }
+}
+
 /// A node's part in the mesh: the owner side (its [`MeshService`]) and the watcher side (links
 /// to the owners its plan names, and the writer). Dropping it (or [`MeshNode::shutdown`]) stops
 /// every task.
@@ -197,6 +208,12 @@ impl MeshNode {
     /// What this node should show for a mirrored device now (tests, status).
     pub fn desired(&self, device: &str) -> Option<DeviceState> {
         lock(&self.mirrors.table).desired(device)
+    }
+
+    /// A handle that reads this node's mirrors for as long as the mesh runs (for the agent's
+    /// Status).
+    pub fn mirror_reader(&self) -> MirrorReader {
+        MirrorReader(self.mirrors.clone())
     }
 
     /// Mirror writes not yet done.

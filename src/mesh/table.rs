@@ -139,6 +139,8 @@ struct Mirror {
     in_flight: Option<DeviceState>,
     /// Opaque time stamp of the update behind `desired` (the owner's event time), 0 if none.
     stamp: u64,
+    /// When `desired` last changed on this node (the caller's clock), 0 if never.
+    changed: u64,
 }
 
 impl Mirror {
@@ -146,6 +148,21 @@ impl Mirror {
     fn shown(&self) -> Option<DeviceState> {
         self.in_flight.or(self.written)
     }
+}
+
+/// One mirror as the watcher reports it (the `Mirrored` condition of BLF subscriptions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorView {
+    /// The node that owns the extension.
+    pub owner: String,
+    /// The extension.
+    pub extension: String,
+    /// What the mirror shows (UNAVAILABLE while the owner is not heard from).
+    pub state: DeviceState,
+    /// The owner's snapshot is in force: the state is the owner's, not a stand-in.
+    pub live: bool,
+    /// When the state last changed here (the clock given to the table), 0 if never.
+    pub changed: u64,
 }
 
 /// One write to do: `Setvar DEVICE_STATE(<device>)=<state>`, with the stamp of the update.
@@ -193,6 +210,7 @@ impl MirrorTable {
                     written: None,
                     in_flight: None,
                     stamp: 0,
+                    changed: 0,
                 });
                 next.insert(key, mirror);
             }
@@ -215,12 +233,12 @@ impl MirrorTable {
 
     /// Applies one update from `owner` (snapshot entries and stream changes alike).
     pub fn apply(&mut self, owner: &str, update: &StateUpdate) -> Outcome {
-        self.apply_stamped(owner, update, 0)
+        self.apply_stamped(owner, update, 0, 0)
     }
 
     /// [`MirrorTable::apply`], remembering `stamp` (e.g. the owner's event time) with the write
-    /// it causes, for the propagation latency.
-    pub fn apply_stamped(&mut self, owner: &str, update: &StateUpdate, stamp: u64) -> Outcome {
+    /// it causes, for the propagation latency, and `now` as the time of a change of state.
+    pub fn apply_stamped(&mut self, owner: &str, update: &StateUpdate, stamp: u64, now: u64) -> Outcome {
         let key = (owner.to_owned(), update.extension.clone());
         let Some(mirror) = self.mirrors.get_mut(&key) else { return Outcome::NotWatched };
         let newer = update.version > mirror.version || (mirror.lost && update.version >= mirror.version);
@@ -229,6 +247,9 @@ impl MirrorTable {
         }
         mirror.version = update.version;
         mirror.lost = false;
+        if mirror.desired != update.state {
+            mirror.changed = now;
+        }
         mirror.desired = update.state;
         mirror.stamp = stamp;
         if mirror.shown() != Some(update.state) {
@@ -241,16 +262,34 @@ impl MirrorTable {
         Outcome::Accepted
     }
 
-    /// The owner stopped answering: every state mirrored from it goes UNAVAILABLE (a lamp must
-    /// never show idle for a server that is gone) until its next snapshot.
-    pub fn owner_lost(&mut self, owner: &str) {
+    /// The owner stopped answering (noticed at `now`): every state mirrored from it goes
+    /// UNAVAILABLE (a lamp must never show idle for a server that is gone) until its next
+    /// snapshot.
+    pub fn owner_lost(&mut self, owner: &str, now: u64) {
         for (key, mirror) in self.mirrors.iter_mut().filter(|((o, _), _)| o == owner) {
             mirror.lost = true;
+            if mirror.desired != DeviceState::Unavailable {
+                mirror.changed = now;
+            }
             mirror.desired = DeviceState::Unavailable;
             if mirror.shown() != Some(DeviceState::Unavailable) {
                 self.pending.insert(key.clone());
             }
         }
+    }
+
+    /// Every mirror as the watcher's status reports it, sorted by owner and extension.
+    pub fn views(&self) -> Vec<MirrorView> {
+        self.mirrors
+            .iter()
+            .map(|((owner, extension), m)| MirrorView {
+                owner: owner.clone(),
+                extension: extension.clone(),
+                state: m.desired,
+                live: !m.lost,
+                changed: m.changed,
+            })
+            .collect()
     }
 
     /// Accepted updates that replaced a write still waiting (bursts folded into one write).
@@ -435,7 +474,7 @@ mod tests {
         for (device, state) in t.take_pending(10) {
             t.written(&device, state);
         }
-        t.owner_lost("office-b");
+        t.owner_lost("office-b", 0);
         let writes = t.take_pending(10);
         // 4002 never left UNAVAILABLE, so only 4001 needs a write.
         assert_eq!(writes, vec![("Custom:office-b-4001".into(), DeviceState::Unavailable)]);
@@ -447,6 +486,26 @@ mod tests {
         assert_eq!(t.take_pending(10), vec![("Custom:office-b-4001".into(), DeviceState::InUse)]);
         // But once restored, a repeat of the same version is stale.
         assert_eq!(t.apply("office-b", &update("4001", DeviceState::NotInUse, 1, 3)), Outcome::Stale);
+    }
+
+    #[test]
+    fn views_say_what_each_mirror_shows_whether_it_is_live_and_when_it_changed() {
+        let mut t = MirrorTable::new();
+        t.set_plan(&plan());
+        let view = |t: &MirrorTable, ext: &str| t.views().into_iter().find(|v| v.extension == ext).unwrap();
+        assert!(!view(&t, "4001").live, "no snapshot yet");
+        assert_eq!(view(&t, "4001").state, DeviceState::Unavailable);
+        t.apply_stamped("office-b", &update("4001", DeviceState::InUse, 1, 1), 0, 10);
+        t.apply_stamped("office-b", &update("4001", DeviceState::InUse, 1, 2), 0, 20);
+        let v = view(&t, "4001");
+        assert_eq!(
+            (v.owner.as_str(), v.state, v.live, v.changed),
+            ("office-b", DeviceState::InUse, true, 10)
+        );
+        t.owner_lost("office-b", 30);
+        let v = view(&t, "4001");
+        assert_eq!((v.state, v.live, v.changed), (DeviceState::Unavailable, false, 30));
+        assert_eq!(view(&t, "4002").changed, 0, "never left UNAVAILABLE");
     }
 
     #[test]
@@ -485,9 +544,9 @@ mod tests {
         for (d, s) in t.take_pending(10) {
             t.written(&d, s);
         }
-        t.apply_stamped("office-b", &update("4001", DeviceState::InUse, 1, 1), 100);
-        t.apply_stamped("office-b", &update("4001", DeviceState::Busy, 1, 2), 200);
-        t.apply_stamped("office-b", &update("4001", DeviceState::Ringing, 1, 3), 300);
+        t.apply_stamped("office-b", &update("4001", DeviceState::InUse, 1, 1), 100, 0);
+        t.apply_stamped("office-b", &update("4001", DeviceState::Busy, 1, 2), 200, 0);
+        t.apply_stamped("office-b", &update("4001", DeviceState::Ringing, 1, 3), 300, 0);
         assert_eq!(t.coalesced(), 2);
         let w = t.take_pending_stamped(10);
         assert_eq!(

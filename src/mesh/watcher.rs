@@ -33,6 +33,7 @@ impl Mirrors {
         let mut table = lock(&self.table);
         let before = table.coalesced();
         let mut accepted = 0;
+        let now = unix_nanos();
         for s in states {
             let Ok(state) = s.state.parse::<DeviceState>() else {
                 tracing::warn!(%owner, state = %s.state, "mesh: unknown device state; ignored");
@@ -44,7 +45,7 @@ impl Mirrors {
                 version: Version { epoch: s.epoch, seq: s.seq },
             };
             let stamp = if stamped { s.observed_unix_nanos } else { 0 };
-            match table.apply_stamped(owner, &update, stamp) {
+            match table.apply_stamped(owner, &update, stamp, now) {
                 Outcome::Accepted => accepted += 1,
                 Outcome::Stale => {
                     self.metrics.updates_stale.inc();
@@ -195,7 +196,7 @@ pub(crate) async fn watchdog(
             mirrors.metrics.owners_lost.inc();
             mirrors.metrics.peers_up.dec();
             mirrors.metrics.peer_up.get_or_create(&label).set(0);
-            lock(&mirrors.table).owner_lost(&owner);
+            lock(&mirrors.table).owner_lost(&owner, unix_nanos());
             mirrors.dirty.notify_one();
         }
     }

@@ -11,8 +11,15 @@ use super::MeshPlan;
 pub const MESH_PLAN_FILE: &str = "mesh.json";
 
 /// Everything one node needs: its owned config files and mesh settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows the node, the file names and the hash, never the contents: the files hold
+/// SIP and trunk secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Bundle {
+    /// The namespace of the node (its fleet): with `node`, who the bundle is for. The agent
+    /// refuses a bundle for another namespace or node. Not part of the hash (it names, it is not
+    /// content).
+    pub namespace: String,
     /// The node it is for.
     pub node: String,
     /// Relative file name → contents (config files and RSA keys).
@@ -47,11 +54,29 @@ pub enum BundleError {
     BadFileName(String),
 }
 
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("namespace", &self.namespace)
+            .field("node", &self.node)
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("hash", &self.short_hash())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bundle {
-    /// Builds a bundle and computes its hash.
+    /// Builds a bundle for `node` of the default namespace and computes its hash.
     pub fn new(node: &str, files: BTreeMap<String, String>, mesh: MeshPlan) -> Self {
         let hash = content_hash(&files, &mesh);
-        Self { node: node.to_owned(), files, mesh, hash }
+        let namespace = crate::crd::DEFAULT_NAMESPACE.to_owned();
+        Self { namespace, node: node.to_owned(), files, mesh, hash }
+    }
+
+    /// The same bundle for a node of `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
     }
 
     /// The first 12 hex digits of the hash, for people.
@@ -143,4 +168,18 @@ fn content_hash(files: &BTreeMap<String, String>, mesh: &MeshPlan) -> String {
         h.update(contents.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_names_the_files_but_never_shows_them() {
+        let files = BTreeMap::from([("pjsip_operator.conf".to_owned(), "password=Hunter2Hunter2".to_owned())]);
+        let bundle = Bundle::new("office-a", files, MeshPlan::default()).in_namespace("pbx");
+        let text = format!("{bundle:?}");
+        assert!(text.contains("pjsip_operator.conf") && text.contains("pbx"), "{text}");
+        assert!(!text.contains("Hunter2"), "{text}");
+    }
 }

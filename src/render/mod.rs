@@ -123,7 +123,7 @@ pub fn render(topology: &Topology, node: &str) -> Option<Bundle> {
     files.insert(IAX_FILE.to_owned(), iax::render(topology, n));
     files.insert(EXTENSIONS_FILE.to_owned(), extensions::render(topology, n));
     files.extend(iax::key_files(topology, n));
-    Some(Bundle::new(node, files, mesh::plan(topology, n)))
+    Some(Bundle::new(node, files, mesh::plan(topology, n)).in_namespace(&topology.namespace))
 }
 
 /// Renders every node of the topology, by node name.

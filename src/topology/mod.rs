@@ -1,5 +1,9 @@
 //! Resources → validated [`Topology`] (pure).
 //!
+//! * [`resolve`] — the pipeline: each kind validated in turn (`validate`, a leaf), then the
+//!   routes over the surviving trunks (`routing`, a leaf);
+//! * `error` — what a validation error carries (resource, field, reason, problem, fix).
+//!
 //! [`resolve`] takes every resource of one namespace (one fleet) and the Secrets they reference,
 //! and returns the topology built from the valid ones plus one [`ValidationError`] per problem.
 //! An invalid resource is left out with its error (and so is whatever depends on it); everything
@@ -284,8 +288,39 @@ pub fn auth_method(trunk: &Trunk) -> AuthMethod {
 }
 
 /// Resolves one fleet. Pure: same input, same output.
+///
+/// Nodes first (everything else refers to them), then trunks and phones on the valid nodes,
+/// reachability over the valid trunks, BLF subscriptions on the valid phones; routes last, over
+/// what survived.
 pub fn resolve(resources: &ResourceSet) -> Resolution {
-    validate::resolve(resources)
+    let mut report = validate::Report::new(&resources.namespace);
+    let nodes = validate::nodes(&resources.nodes, &mut report);
+    let trunks = validate::trunks(&resources.trunks, &nodes, resources, &mut report);
+    let phones = validate::phones(&resources.phones, &nodes, resources, &mut report);
+    validate::reachability(&routing::components(&nodes, &trunks), &mut report);
+    let (mirrors, blf_keys) =
+        validate::blf_subscriptions(&resources.blf_subscriptions, &nodes, &phones, &mut report);
+    let routes = routing::routes(&nodes, &trunks);
+    Resolution {
+        topology: Topology {
+            namespace: resources.namespace.clone(),
+            nodes,
+            trunks,
+            phones,
+            routes,
+            mirrors,
+            blf_keys,
+        },
+        errors: report.into_errors(),
+    }
+}
+
+/// A numbering plan as dialplan-style patterns, e.g. `3XXX`.
+pub fn plan_patterns(plan: &NumberingPlan) -> Vec<String> {
+    plan.prefixes
+        .iter()
+        .map(|p| format!("{p}{}", "X".repeat(usize::from(plan.length).saturating_sub(p.len()))))
+        .collect()
 }
 
 /// Secret keys that phones and trunks reference (or would get by default) but that `resources`

@@ -94,7 +94,7 @@ pub(super) fn routes(
     let mut routes: BTreeMap<String, Vec<Route>> = nodes.keys().map(|n| (n.clone(), Vec::new())).collect();
     for (dest, dest_node) in nodes {
         let dist = distances_to(dest, &adj);
-        let patterns = super::validate::plan_patterns(&dest_node.numbering);
+        let patterns = super::plan_patterns(&dest_node.numbering);
         for (from, list) in routes.iter_mut() {
             let Some(&d) = dist.get(from) else { continue };
             if d == 0 {

@@ -67,7 +67,8 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
         http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: None,
         token: None,
-        insecure: true,
+        plaintext: true,
+        no_auth: true,
         mesh: None,
     }
 }
@@ -77,7 +78,7 @@ pub fn start(rt: &tokio::runtime::Runtime, opts: AgentOptions) -> RunningAgent {
     rt.block_on(asterisk_operator::agent::start(opts)).expect("agent starts")
 }
 
-/// A plaintext gRPC client of `agent` (the agents of [`options`] serve with `--insecure`).
+/// A plaintext gRPC client of `agent` (the agents of [`options`] serve with `--plaintext --no-auth` on loopback).
 pub fn client(rt: &tokio::runtime::Runtime, agent: &RunningAgent) -> AgentClient {
     rt.block_on(connect(&ClientOptions::new(&format!("http://{}", agent.grpc_addr)))).unwrap()
 }
@@ -141,12 +142,45 @@ pub fn boot_with_agents(
     set: &mut asterisk_operator::topology::ResourceSet,
     addrs: &BTreeMap<String, Ipv4Addr>,
 ) -> (BTreeMap<String, Asterisk>, BTreeMap<String, RunningAgent>) {
+    boot_agents(rt, set, addrs, false)
+}
+
+/// [`boot_with_agents`] with the device-state mesh in every agent (plaintext, on the node's
+/// loopback address, port [`MESH_PORT`]).
+pub fn boot_with_mesh_agents(
+    rt: &tokio::runtime::Runtime,
+    set: &mut asterisk_operator::topology::ResourceSet,
+    addrs: &BTreeMap<String, Ipv4Addr>,
+) -> (BTreeMap<String, Asterisk>, BTreeMap<String, RunningAgent>) {
+    boot_agents(rt, set, addrs, true)
+}
+
+/// The mesh port of [`boot_with_mesh_agents`].
+pub const MESH_PORT: u16 = 7444;
+
+fn boot_agents(
+    rt: &tokio::runtime::Runtime,
+    set: &mut asterisk_operator::topology::ResourceSet,
+    addrs: &BTreeMap<String, Ipv4Addr>,
+    mesh: bool,
+) -> (BTreeMap<String, Asterisk>, BTreeMap<String, RunningAgent>) {
     let mut nodes = BTreeMap::new();
     let mut agents = BTreeMap::new();
     for node in &mut set.nodes {
         let name = node.metadata.name.clone().unwrap();
         let asterisk = asterisk_for_agent(&name, addrs[&name]);
-        let agent = start(rt, options(&asterisk));
+        let mut opts = options(&asterisk);
+        if mesh {
+            opts.mesh = Some(asterisk_operator::agent::MeshOptions {
+                listen: SocketAddr::from((addrs[&name], MESH_PORT)),
+                tls: None,
+                endpoints: addrs
+                    .iter()
+                    .map(|(n, a)| (n.clone(), format!("http://{a}:{MESH_PORT}")))
+                    .collect(),
+            });
+        }
+        let agent = start(rt, opts);
         node.spec.agent.as_mut().unwrap().endpoint = format!("http://{}", agent.grpc_addr);
         nodes.insert(name.clone(), asterisk);
         agents.insert(name, agent);

@@ -96,14 +96,14 @@ pub fn notices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::{ConditionUpdate, set_condition};
+    use crate::controller::conditions::{AppliedReason, ConditionUpdate, ValidReason, set_condition};
     use crate::crd::{AsteriskNodeStatus, PhoneStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn node(hash: &str, applied: ConditionUpdate) -> ResourceStatus {
         let mut s = AsteriskNodeStatus { applied_bundle_hash: Some(hash.into()), ..Default::default() };
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        set_condition(&mut s.conditions, ConditionUpdate::ok(types::VALID, "Valid", "ok"), Some(1), &now);
+        set_condition(&mut s.conditions, ConditionUpdate::ok(ValidReason::Valid, "ok"), Some(1), &now);
         set_condition(&mut s.conditions, applied, Some(1), &now);
         ResourceStatus::Node(s)
     }
@@ -112,12 +112,12 @@ mod tests {
     fn applies_failures_and_invalid_resources_are_announced_once() {
         let a = ObjectRef::new(Kind::AsteriskNode, "default", "office-a");
         let p = ObjectRef::new(Kind::Phone, "default", "stray");
-        let ok = || ConditionUpdate::ok(types::CONFIG_APPLIED, "Applied", "in force");
+        let ok = || ConditionUpdate::ok(AppliedReason::Applied, "in force");
         let mut invalid = PhoneStatus::default();
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         set_condition(
             &mut invalid.conditions,
-            ConditionUpdate::failed(types::VALID, "OutsideNumbering", "spec.extension: …"),
+            ConditionUpdate::failed(crate::topology::Reason::OutsideNumbering, "spec.extension: …"),
             Some(1),
             &now,
         );
@@ -138,10 +138,7 @@ mod tests {
         let mut third = second.clone();
         third.insert(
             a.clone(),
-            node(
-                "bbbb",
-                ConditionUpdate::failed(types::CONFIG_APPLIED, "ApplyFailed", "pjsip_operator.conf: bad"),
-            ),
+            node("bbbb", ConditionUpdate::failed(AppliedReason::ApplyFailed, "pjsip_operator.conf: bad")),
         );
         let n = notices(&second, &third);
         assert_eq!(

@@ -1,0 +1,199 @@
+//! The controller against the Kubernetes API. One pass, the same story for every fleet
+//! (namespace), one file per step:
+//!
+//! 1. **read** (`sources`): reflectors cache the four kinds (and Secrets); the live ones are
+//!    grouped by namespace;
+//! 2. **dereference** (`secrets`): the Secrets they reference are filled in, missing ones
+//!    generated (owned by the resource that needs them);
+//! 3. **validate and build** (pure, shared with `--manifests` mode): `topology::resolve` and
+//!    `render::render_all`;
+//! 4. **apply**: managed nodes' workloads (`workloads`, decided by `workload_plan`), then
+//!    the bundles pushed to the agents ([`FleetReconciler`]);
+//! 5. **update status** (`status_writer`), publish `events` for transitions, and add or
+//!    release `finalizers`.
+//!
+//! Only the holder of the leader [`Lease`](super::leader) runs passes. A server without the core
+//! API (a bare apiextensions-apiserver) has no Secrets: the controller says so once and keeps
+//! secrets in `--secrets-file` (or reports `MissingSecret`); without workload APIs, managed
+//! nodes report `Managed=False` and the rest of the fleet reconciles as usual.
+
+mod discovery;
+mod events;
+mod finalizers;
+mod names;
+mod secrets;
+mod sources;
+mod status_writer;
+mod workload_plan;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::Notify;
+
+pub use names::{FIELD_MANAGER, FINALIZER};
+pub use workload_plan::WorkloadError;
+
+use self::events::EventPublisher;
+use self::sources::Stores;
+use self::workloads::Workloads;
+use super::fleet::{FleetReconciler, ReconcileReport};
+use super::leader::{Leadership, LeaseLock};
+use super::managed_settings::ManagedSettings;
+use super::metrics::ControllerMetrics;
+use super::notices::notices;
+use crate::agent::client::AgentAccess;
+use crate::offline::LoadedFleet;
+use crate::{render, topology};
+
+/// Settings of the API-server mode.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// How the agents of `spec.agent` nodes are reached.
+    pub agents: AgentAccess,
+    /// Where to keep generated secrets when the server has no Secrets API.
+    pub secrets_file: Option<PathBuf>,
+    /// Reconcile at least this often (retries, agent status refresh).
+    pub resync: Duration,
+    /// Wait this long after a change for more changes before reconciling.
+    pub debounce: Duration,
+    /// Leader election: only the holder of this Lease reconciles.
+    pub lease: Option<LeaseSettings>,
+    /// What shapes the workloads of managed nodes.
+    pub managed: ManagedSettings,
+}
+
+/// The leader-election Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease (the controller's own).
+    pub namespace: String,
+    /// Lease name.
+    pub name: String,
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// How long a lease holds without renewal.
+    pub duration: Duration,
+}
+
+/// The API-server mode failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The API server could not be reached at start.
+    #[error("talking to the API server: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// What a pass carries over to the next one.
+struct Controller {
+    client: Client,
+    opts: KubeOptions,
+    stores: Stores,
+    fleet: FleetReconciler,
+    events: EventPublisher,
+    workloads: Workloads,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    opts: KubeOptions,
+    metrics: &ControllerMetrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), KubeError> {
+    client.apiserver_version().await?;
+    let changed = Arc::new(Notify::new());
+    let stores = Stores::start(&client, &changed).await;
+    if stores.secrets.is_none() {
+        match &opts.secrets_file {
+            Some(f) => {
+                tracing::warn!(file = %f.display(), "the API server has no Secrets API: keeping secrets in the secrets file")
+            }
+            None => tracing::error!(
+                "the API server has no Secrets API and no --secrets-file was given: resources that need a secret stay invalid (MissingSecret)"
+            ),
+        }
+    }
+    tracing::info!("controller started: watching AsteriskNodes, Trunks, Phones, BlfSubscriptions");
+    let mut lock = opts
+        .lease
+        .as_ref()
+        .map(|l| LeaseLock::new(client.clone(), &l.namespace, &l.name, &l.identity, l.duration));
+    // Renew well inside the lease duration.
+    let tick = opts.lease.as_ref().map_or(opts.resync, |l| opts.resync.min(l.duration / 3));
+    let mut controller = Controller {
+        fleet: FleetReconciler::new(opts.agents.clone()),
+        events: EventPublisher::new(client.clone()),
+        workloads: Workloads::default(),
+        client,
+        opts,
+        stores,
+    };
+    let mut leading = false;
+    tokio::pin!(shutdown);
+    loop {
+        let leadership = match &mut lock {
+            Some(lock) => lock.acquire_or_renew().await,
+            None => Leadership::Unsupported,
+        };
+        if let Leadership::Follower(holder) = &leadership {
+            if leading {
+                tracing::warn!(%holder, "lost the leader Lease; standing by");
+            }
+            leading = false;
+            metrics.went_round(false);
+        } else {
+            if !leading {
+                // What another leader did meanwhile is unknown: push everything again (an agent
+                // answers an unchanged bundle cheaply).
+                controller.fleet = FleetReconciler::new(controller.opts.agents.clone());
+            }
+            leading = true;
+            let started = std::time::Instant::now();
+            let report = controller.pass().await;
+            metrics.observe(&report, controller.fleet.statuses(), started.elapsed());
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = changed.notified() => tokio::time::sleep(controller.opts.debounce).await,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+impl Controller {
+    /// One pass: every namespace read, resolved, rendered, applied, and its statuses written.
+    async fn pass(&mut self) -> ReconcileReport {
+        let client = &self.client;
+        let mut fleets = BTreeMap::new();
+        for (namespace, mut set) in self.stores.fleets() {
+            secrets::fill(client, self.stores.secrets.as_ref(), self.opts.secrets_file.as_deref(), &mut set)
+                .await;
+            let resolution = topology::resolve(&set);
+            let bundles = render::render_all(&resolution.topology);
+            fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
+        }
+        let targets =
+            self.workloads.reconcile(client, self.stores.secrets.as_ref(), &fleets, &self.opts.managed).await;
+        self.fleet.set_managed(targets);
+        let before = self.fleet.statuses().clone();
+        let report = self.fleet.reconcile(&fleets).await;
+        for e in &report.errors {
+            tracing::warn!(error = %e, "invalid resource");
+        }
+        for notice in notices(&before, self.fleet.statuses()) {
+            if let Some(fleet) = fleets.get(&notice.object.namespace) {
+                self.events.publish(fleet, &notice).await;
+            }
+        }
+        for fleet in fleets.values() {
+            status_writer::write(client, fleet, self.fleet.statuses()).await;
+        }
+        finalizers::sync(client, &self.stores, &fleets, &self.fleet).await;
+        report
+    }
+}
