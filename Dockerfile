@@ -26,7 +26,9 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
 COPY examples/two-offices.yaml examples/
+# cargo reads every target Cargo.toml names, benches and tests included, before it builds one.
 COPY benches benches
+COPY tests/*.rs tests/
 RUN cargo build --release --locked --bin asterisk-operator \
  && install -D -m 0755 target/release/asterisk-operator /out/asterisk-operator
 

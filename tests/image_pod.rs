@@ -35,7 +35,8 @@ use support::agent::{get, parse_metrics, value};
 use support::baresip::{Baresip, phone_password};
 use support::fleet;
 use support::pod::{
-    Image, Network, PodSite, RunDir, RunningPod, podman_logs, podman_ok, require_podman, run_name, to_podman,
+    Image, Network, PodSite, RunDir, RunningPod, StageImages, podman, podman_logs, podman_ok, require_podman,
+    run_name, to_podman,
 };
 
 const NAMESPACE: &str = "default";
@@ -503,15 +504,17 @@ fn managed_pods_from_the_real_image_take_bundles_mirror_lamps_and_survive_their_
 
 /// The Dockerfile's other path, the release build inside the Rust image, cannot run here: no
 /// registry serves `rust:…`. What is checked: buildah takes the file and stops only for want of
-/// that image; and with any local image in its place, every step of the path runs (the sources
-/// pass `.dockerignore` and their COPY lines) up to `cargo build`, which that image lacks.
+/// that image; with a local image standing in for it, every step of the path runs up to `cargo
+/// build` (which the stand-in lacks); and the sources those steps copied (through
+/// `.dockerignore`) are a package cargo accepts — its manifest with every target's file, the
+/// lock file, every file the code includes.
 #[test]
 fn the_release_path_of_the_dockerfile_runs_up_to_the_missing_rust_image() {
     require_podman();
     let dir = fleet::repo();
     let build = |extra: &[&str]| {
         let out = std::process::Command::new("podman")
-            .args(["build", "--pull=never", "--layers=false", "--force-rm", "--target", "release"])
+            .args(["build", "--pull=never", "--force-rm", "--target", "release"])
             .args(extra)
             .arg("-f")
             .arg(dir.join("Dockerfile"))
@@ -521,13 +524,63 @@ fn the_release_path_of_the_dockerfile_runs_up_to_the_missing_rust_image() {
         assert!(!out.status.success(), "the release path cannot succeed here");
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     };
-    let out = build(&[]);
+    let out = build(&["--layers=false"]);
     assert!(out.contains("docker.io/library/rust:1-slim-trixie: image not known"), "{out}");
 
+    // The stand-in: every step's result is kept (layers), so the copied sources can be read.
+    let stages = StageImages::new();
     let stand_in = format!("RUST={}", support::pod::BASE_IMAGE);
-    let out = build(&["--build-arg", &stand_in]);
-    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("STEP ")).collect();
-    assert_eq!(steps.len(), 8, "every step of the release stage ran: {out}");
-    assert!(steps[7].starts_with("STEP 8/8: RUN cargo build --release --locked"), "{out}");
+    let out = build(&["--layers=true", "--build-arg", &stand_in]);
+    let lines: Vec<&str> = out.lines().collect();
+    let run = lines
+        .iter()
+        .position(|l| l.starts_with("STEP ") && l.contains(": RUN cargo build --release --locked"));
+    let run = run.unwrap_or_else(|| panic!("the release stage did not get to cargo: {out}"));
+    let (step, of) = lines[run][5..].split_once(':').unwrap().0.split_once('/').unwrap();
+    assert_eq!(step, of, "cargo build is the release stage's last step: {out}");
     assert!(out.contains("cargo: not found"), "stopped before cargo for another reason: {out}");
+    let copied = lines[..run]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("--> ").filter(|id| !id.starts_with("Using cache")))
+        .unwrap_or_else(|| panic!("no image after the COPY steps: {out}"));
+    let root = podman_ok(&["image", "mount", copied]);
+    let src = std::path::Path::new(root.trim()).join("src");
+    let fetch = std::process::Command::new("cargo")
+        .args(["fetch", "--offline", "--locked", "--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .output()
+        .expect("cargo runs");
+    let missing = included_files_missing(&src.join("src"));
+    let _ = podman(&["image", "unmount", copied]);
+    drop(stages);
+    assert!(
+        fetch.status.success(),
+        "cargo refuses the sources the release build copies (add what it names to the Dockerfile and .dockerignore): {}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    assert_eq!(missing, Vec::<String>::new(), "files the code includes that the release build does not copy");
+}
+
+/// Every `include_str!`/`include_bytes!` under `dir` whose file does not exist.
+fn included_files_missing(dir: &std::path::Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            missing.extend(included_files_missing(&path));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for marker in ["include_str!(\"", "include_bytes!(\""] {
+            for (at, _) in text.match_indices(marker) {
+                let rest = &text[at + marker.len()..];
+                let file = &rest[..rest.find('"').unwrap()];
+                if !path.parent().unwrap().join(file).exists() {
+                    missing.push(format!("{}: {file}", path.display()));
+                }
+            }
+        }
+    }
+    missing
 }

@@ -62,6 +62,25 @@ pub fn run_name() -> String {
 /// Asterisk part) for the next run, which then only adds its binary.
 pub const LAST_TEST_IMAGE: &str = "localhost/asterisk-operator:test";
 
+/// Removes, on drop, the untagged images that appeared since it was made: the stage images a
+/// build left behind.
+pub struct StageImages(Vec<String>);
+
+impl StageImages {
+    /// Notes the untagged images there are now.
+    pub fn new() -> StageImages {
+        StageImages(dangling_images())
+    }
+}
+
+impl Drop for StageImages {
+    fn drop(&mut self) {
+        for id in dangling_images().iter().filter(|id| !self.0.contains(id)) {
+            let _ = podman(&["rmi", id]);
+        }
+    }
+}
+
 /// An image built from the repository's Dockerfile. On drop its run's tag goes, with the stage
 /// images its build left and the image [`LAST_TEST_IMAGE`] named before.
 pub struct Image {
@@ -69,9 +88,8 @@ pub struct Image {
     pub tag: String,
     /// How long `podman build` took.
     pub build_time: Duration,
-    /// Untagged top-level images before the build: those after it that are not in here are
-    /// this build's stage images (the binary's above all).
-    dangling_before: Vec<String>,
+    /// This build's stage images (the binary's above all).
+    _stages: StageImages,
 }
 
 fn dangling_images() -> Vec<String> {
@@ -97,7 +115,7 @@ impl Image {
         let base = format!("BASE={BASE_IMAGE}");
         let bin = format!("BINARY={}", relative.display());
         let dir = repo();
-        let dangling_before = dangling_images();
+        let stages = StageImages::new();
         let start = Instant::now();
         let out = Command::new("podman")
             .args(["build", "--pull=never", "--build-arg", &base, "--build-arg", "BINARY_SOURCE=host"])
@@ -114,7 +132,7 @@ impl Image {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Image { tag, build_time, dangling_before }
+        Image { tag, build_time, _stages: stages }
     }
 
     /// `podman image inspect` as JSON (the first and only image).
@@ -127,11 +145,8 @@ impl Image {
 
 impl Drop for Image {
     fn drop(&mut self) {
-        // Only untags while LAST_TEST_IMAGE names the same image.
+        // Only untags while LAST_TEST_IMAGE names the same image; then `_stages` drops.
         let _ = podman(&["rmi", &self.tag]);
-        for id in dangling_images().iter().filter(|id| !self.dangling_before.contains(id)) {
-            let _ = podman(&["rmi", id]);
-        }
     }
 }
 
