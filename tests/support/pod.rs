@@ -51,11 +51,41 @@ pub fn require_podman() {
         podman(&["image", "exists", BASE_IMAGE]).is_ok(),
         "the image base {BASE_IMAGE} is missing; {how}"
     );
+    sweep_dead_runs();
 }
 
 /// A run's unique name part: pod, volume, network and image names are global on a podman host.
 pub fn run_name() -> String {
     format!("ao{}", std::process::id())
+}
+
+/// The pid in a name made with [`run_name`] (`ao<pid>` at the start, or after the last `-`),
+/// when that process is gone: a run killed before its guards could clean up.
+fn dead_run(name: &str) -> bool {
+    let part = |s: &str| s.strip_prefix("ao").and_then(|p| p.parse::<u32>().ok());
+    let pid = name.split('-').next().and_then(part).or_else(|| name.rsplit('-').next().and_then(part));
+    pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes the pods, volumes, networks and image tags of earlier runs whose test process died
+/// (a timeout's SIGKILL skips every guard), so a CI machine that is used again does not fill up.
+pub fn sweep_dead_runs() {
+    let names = |args: &[&str]| -> Vec<String> {
+        podman(args).unwrap_or_default().lines().map(str::to_owned).filter(|n| dead_run(n)).collect()
+    };
+    for pod in names(&["pod", "ls", "--format", "{{.Name}}"]) {
+        let _ = podman(&["pod", "rm", "--force", "--time", "0", &pod]);
+    }
+    for volume in names(&["volume", "ls", "--format", "{{.Name}}"]) {
+        let _ = podman(&["volume", "rm", "--force", &volume]);
+    }
+    for network in names(&["network", "ls", "--format", "{{.Name}}"]) {
+        let _ = podman(&["network", "rm", "--force", &network]);
+    }
+    let tags = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).unwrap_or_default();
+    for tag in tags.lines().filter(|t| t.strip_prefix("localhost/asterisk-operator:").is_some_and(dead_run)) {
+        let _ = podman(&["rmi", tag]);
+    }
 }
 
 /// The tag of the last image a test built: it keeps the build's cached layers (the Debian and
