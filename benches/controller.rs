@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use support::agent as ag;
 use support::fleet::{self, on_loopback};
@@ -46,7 +46,7 @@ fn change_to_apply() {
         inputs: vec![work.join("fleet")],
         status_file: work.join("status.yaml"),
         secrets_file: work.join("secrets.yaml"),
-        agents: AgentAccess::default(),
+        agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
     });
     let first = rt.block_on(controller.reconcile()).unwrap();
     assert!(first.pushed.values().all(|ok| *ok), "{first:?}");

@@ -44,6 +44,19 @@ pub enum ManifestError {
         /// Why it does not fit the kind's type.
         source: serde_json::Error,
     },
+    /// A `metadata.namespace` that is not a namespace name.
+    #[error(
+        "{source_name}: document {index}: metadata.namespace {namespace:?} is not a DNS-1123 label; {}",
+        crate::crd::rules::DNS_LABEL_FIX
+    )]
+    Namespace {
+        /// File name.
+        source_name: String,
+        /// 1-based document number.
+        index: usize,
+        /// The namespace found.
+        namespace: String,
+    },
     /// One of this operator's kinds with an apiVersion it does not serve.
     #[error("{source_name}: document {index}: {kind} has apiVersion {api_version:?}; use {GROUP}/{VERSION}")]
     ApiVersion {
@@ -107,6 +120,11 @@ impl Manifests {
         let (kind, api_version, name) = (text("kind"), text("apiVersion"), meta("name"));
         let namespace =
             Some(meta("namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+        // It names output folders and goes into the secrets file: a DNS-1123 label, as the API
+        // server requires of every namespace.
+        if !crate::crd::rules::is_dns_label(&namespace) {
+            return Err(ManifestError::Namespace { source_name: source_name.to_owned(), index, namespace });
+        }
         let ours = matches!(kind.as_str(), "AsteriskNode" | "Trunk" | "Phone" | "BlfSubscription");
         if ours && api_version != format!("{GROUP}/{VERSION}") {
             return Err(ManifestError::ApiVersion {
@@ -201,7 +219,9 @@ pub fn secrets_yaml(namespace: &str, secrets: &BTreeMap<String, BTreeMap<String,
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n"
         ));
         for (key, value) in keys {
-            out.push_str(&format!("  {key}: \"{}\"\n", value.expose()));
+            // A JSON string is a YAML double-quoted scalar: newlines (PEM) survive as \n.
+            let quoted = serde_json::to_string(value.expose()).expect("a string serializes");
+            out.push_str(&format!("  {key}: {quoted}\n"));
         }
     }
     out

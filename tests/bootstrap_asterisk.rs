@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use asterisk_operator::agent::AgentAccess;
 use asterisk_operator::agent::{AgentOptions, ServerTls};
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::conditions::{ConditionUpdate, ManagedReason};
-use asterisk_operator::controller::fleet::{FleetReconciler, ManagedTarget};
-use asterisk_operator::controller::managed::NodeCredentials;
+use asterisk_operator::controller::credentials::NodeCredentials;
+use asterisk_operator::controller::fleet::{AgentTarget, FleetReconciler};
 use asterisk_operator::offline::LoadedFleet;
 use asterisk_operator::render;
 use asterisk_operator::topology::{self, Kind, ObjectRef};
@@ -73,12 +74,12 @@ fn push(fleet_: &LoadedFleet, agent_url: &str, access: AgentAccess) -> (bool, St
         "a managed node is pushed to pod 0 under its headless Service"
     );
     node.agent_endpoint = Some(agent_url.to_owned());
-    let mut reconciler = FleetReconciler::new(AgentAccess::default());
-    reconciler.set_managed(BTreeMap::from([(
+    let mut reconciler = FleetReconciler::new(AgentPolicy::default());
+    reconciler.set_targets(BTreeMap::from([(
         ("default".to_owned(), NODE.to_owned()),
-        ManagedTarget {
-            condition: ConditionUpdate::ok(ManagedReason::Running, "pod ready"),
-            access: Some(access),
+        AgentTarget {
+            managed: Some(ConditionUpdate::ok(ManagedReason::Running, "pod ready")),
+            access: Ok(access),
         },
     )]));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -94,8 +95,7 @@ fn push(fleet_: &LoadedFleet, agent_url: &str, access: AgentAccess) -> (bool, St
 fn a_bootstrapped_node_boots_asterisk_22_cleanly_and_takes_its_bundle_over_pinned_tls() {
     let addr = fresh_address();
     let fleet_ = fleet_on(addr);
-    let node = &fleet_.resources.nodes[0];
-    let creds = NodeCredentials::generate(node).unwrap();
+    let creds = NodeCredentials::generate("default", NODE, true).unwrap();
 
     // The init container's work, then Asterisk from that directory alone.
     let mut asterisk = Asterisk::builder(NODE).addr(addr).bootstrapped(creds.ami_secret.expose()).start();
@@ -128,20 +128,20 @@ fn a_bootstrapped_node_boots_asterisk_22_cleanly_and_takes_its_bundle_over_pinne
     let url = format!("https://{}", agent.grpc_addr);
 
     // Pinning: another node's certificate is not trusted, nor is a wrong token accepted.
-    let other = NodeCredentials::generate(&fleet_.resources.nodes[0]).unwrap();
-    let (ok, why) = push(&fleet_, &url, other.agent_access("default", NODE));
+    let other = NodeCredentials::generate("default", NODE, true).unwrap();
+    let (ok, why) = push(&fleet_, &url, other.agent_access("default", NODE, true));
     assert!(!ok, "a certificate other than the pinned one was accepted");
     assert!(
         why.contains(&url) || why.to_lowercase().contains("certificate") || why.contains("connect"),
         "{why}"
     );
-    let mut wrong_token = creds.agent_access("default", NODE);
+    let mut wrong_token = creds.agent_access("default", NODE, true);
     wrong_token.token = Some(other.agent_token.clone());
     let (ok, why) = push(&fleet_, &url, wrong_token);
     assert!(!ok && why.contains("bearer token"), "{why}");
 
     // The node's own credentials: applied.
-    let (ok, why) = push(&fleet_, &url, creds.agent_access("default", NODE));
+    let (ok, why) = push(&fleet_, &url, creds.agent_access("default", NODE, true));
     assert!(ok, "not applied: {why}");
     asterisk.wait_for("pjsip show endpoints", std::time::Duration::from_secs(5), |o| o.contains("3001"));
     assert!(asterisk.rx("pjsip show transports").contains(&format!("{addr}:5060")), "the rendered transport");

@@ -60,3 +60,24 @@ fn sigterm_stops_the_agent_even_with_a_client_connected() {
     drop(client);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn insecure_serving_is_refused_off_loopback_with_a_clear_message() {
+    for (flags, listen, says) in [
+        (&["--insecure"][..], "--grpc-listen=0.0.0.0:0", "only on a loopback address, not 0.0.0.0:0"),
+        (&["--plaintext", "--no-auth"][..], "--grpc-listen=192.0.2.1:7443", "only on a loopback address"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_asterisk-operator"))
+            .args(["agent", "--node", "office-a", "--ami-user", "x", "--ami-addr", "127.0.0.1:9"])
+            .arg("--ami-secret-file")
+            .arg(std::env::current_exe().unwrap()) // any readable, non-empty file
+            .args(flags)
+            .arg(listen)
+            .args(["--http-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} {listen}: started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && err.contains("--tls-cert"), "{flags:?} {listen}: {err}");
+    }
+}

@@ -96,3 +96,29 @@ fn unreadable_manifests_fail_with_the_file_and_the_reason() {
     );
     std::fs::remove_file(&manifest).unwrap();
 }
+
+#[test]
+fn a_namespace_that_is_not_a_name_never_becomes_a_path() {
+    let dir = std::env::temp_dir().join(format!("ao-render-ns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("fleet.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: asterisk.operator.dev/v1alpha1\nkind: AsteriskNode\nmetadata: {name: a, namespace: \"../../etc\"}\nspec: {numbering: {prefixes: [\"3\"], length: 4}, agent: {endpoint: \"https://a:7443\"}}\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_asterisk-operator"))
+        .args(["render", "-f"])
+        .arg(&manifest)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("metadata.namespace \"../../etc\" is not a DNS-1123 label"), "{err}");
+    assert!(!dir.join("etc").exists() && !std::path::Path::new("/etc/a").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::kube::{KubeOptions, LeaseSettings, run};
 use asterisk_operator::controller::metrics::{ControllerMetrics, serve};
 use asterisk_operator::crd::{AsteriskNode, BlfSubscription, Phone, Trunk};
@@ -46,7 +46,8 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let client_for_controller = client.clone();
         let opts = KubeOptions {
-            agents: AgentAccess::default(),
+            agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
+            namespaces: vec![],
             secrets_file: Some(secrets_file.clone()),
             resync: Duration::from_secs(2),
             debounce: Duration::from_millis(100),

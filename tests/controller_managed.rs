@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::kube::{KubeOptions, run};
 use asterisk_operator::controller::metrics::ControllerMetrics;
 use asterisk_operator::crd::{AsteriskNode, Phone};
@@ -75,7 +75,8 @@ fn the_agent_node_reconciles_while_the_managed_node_names_the_missing_workload_a
             create(&client, t.clone()).await;
         }
         let opts = KubeOptions {
-            agents: AgentAccess::default(),
+            agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
+            namespaces: vec![],
             secrets_file: Some(work.join("secrets.yaml")),
             resync: Duration::from_secs(1),
             debounce: Duration::from_millis(100),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::manifests::{ManifestsController, ManifestsOptions};
 use asterisk_operator::controller::status::ResourceStatus;
 use asterisk_operator::crd::{BlfSubscription, BlfSubscriptionSpec, BlfTarget, Watcher};
@@ -103,7 +103,7 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
         inputs: vec![dir.clone()],
         status_file: status_file.clone(),
         secrets_file: work.join("secrets.yaml"),
-        agents: AgentAccess::default(),
+        agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
     });
     let (a, b) = (&nodes["office-a"], &nodes["office-b"]);
 

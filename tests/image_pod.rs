@@ -17,12 +17,11 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use asterisk_operator::agent::AgentAccess;
+use asterisk_operator::controller::agent_policy::AgentPolicy;
 use asterisk_operator::controller::conditions::{ConditionUpdate, ManagedReason};
-use asterisk_operator::controller::fleet::{FleetReconciler, ManagedTarget};
-use asterisk_operator::controller::managed::{
-    self, AMI_SECRET_KEY, AMI_SECRET_VOLUME, AMI_USER, HTTP_PORT, NodeCredentials, paths,
-};
+use asterisk_operator::controller::credentials::{AMI_SECRET_KEY, NodeCredentials};
+use asterisk_operator::controller::fleet::{AgentTarget, FleetReconciler};
+use asterisk_operator::controller::managed::{self, AMI_SECRET_VOLUME, AMI_USER, HTTP_PORT, paths};
 use asterisk_operator::controller::managed_settings::ManagedSettings;
 use asterisk_operator::controller::mesh_pki::MeshCa;
 use asterisk_operator::offline::LoadedFleet;
@@ -221,14 +220,14 @@ fn push(
         topo.agent_endpoint = Some(format!("https://{}:{MANAGED_GRPC_PORT}", pods[name].ip));
         targets.insert(
             (NAMESPACE.to_owned(), name.to_string()),
-            ManagedTarget {
-                condition: ConditionUpdate::ok(ManagedReason::Running, "pod ready"),
-                access: Some(node.credentials.agent_access(NAMESPACE, name)),
+            AgentTarget {
+                managed: Some(ConditionUpdate::ok(ManagedReason::Running, "pod ready")),
+                access: Ok(node.credentials.agent_access(NAMESPACE, name, true)),
             },
         );
     }
-    let mut reconciler = FleetReconciler::new(AgentAccess::default());
-    reconciler.set_managed(targets);
+    let mut reconciler = FleetReconciler::new(AgentPolicy::default());
+    reconciler.set_targets(targets);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let report = rt.block_on(reconciler.reconcile(&BTreeMap::from([(NAMESPACE.to_owned(), fleet_)])));
     NODES
@@ -295,9 +294,9 @@ fn managed_pods_from_the_real_image_take_bundles_mirror_lamps_and_survive_their_
                 .clone();
             node.metadata.namespace = Some(NAMESPACE.into());
             node.metadata.uid = Some(format!("uid-{name}"));
-            let credentials = NodeCredentials::generate(&node).unwrap();
+            let credentials = NodeCredentials::generate(NAMESPACE, name, true).unwrap();
             let leaf = ca.issue(name, now).unwrap();
-            let secret = managed::secret(&node, &credentials, &leaf, &settings).unwrap();
+            let secret = managed::secret(&node, &credentials, Some(&leaf), &settings).unwrap();
             let stateful_set = managed::stateful_set(&node, &settings, &leaf).unwrap();
             (*name, ManagedNode { credentials, stateful_set, secret })
         })

@@ -195,7 +195,11 @@ fn prometheus_with_the_charts_rules_alerts_for_the_stopped_node_only_and_every_p
         inputs: vec![dir.join("fleet.yaml")],
         status_file: dir.join("status.yaml"),
         secrets_file: dir.join("secrets.yaml"),
-        agents: Default::default(),
+        // The agents serve plaintext on loopback (test harness); nothing secret is sent to them.
+        agents: asterisk_operator::controller::agent_policy::AgentPolicy {
+            allow_plaintext_loopback: true,
+            ..Default::default()
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller_metrics = metrics.clone();

@@ -18,7 +18,9 @@ pub fn redact_value<'a>(key: &str, value: &'a str) -> std::borrow::Cow<'a, str> 
     }
     let config_line = key.len() > 5 && key[..5].eq_ignore_ascii_case("Line-");
     match value.split_once('=') {
-        Some((option, _)) if config_line && SECRET_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(option.trim())) => {
+        Some((option, _))
+            if config_line && SECRET_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(option.trim())) =>
+        {
             format!("{option}=<redacted>").into()
         }
         _ => value.into(),

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use super::agent_policy::{AgentPolicy, HostRule};
 use super::kube::{self as kube_mode, KubeError, KubeOptions, LeaseSettings};
 use super::manifests::{self, ManifestsError, ManifestsOptions};
 use super::metrics::{self, ControllerMetrics};
-use crate::agent::client::AgentAccess;
 use crate::agent::error::AgentError;
 
 /// `asterisk-operator controller`.
@@ -32,18 +32,30 @@ pub struct ControllerArgs {
     /// `--manifests` mode: reconcile once and exit: 0 when everything is valid and applied, 1 otherwise.
     #[arg(long, requires = "manifests")]
     pub once: bool,
-    /// File holding the agents' shared token.
-    #[arg(long, env = "AO_CONTROLLER_AGENT_TOKEN_FILE")]
-    pub agent_token_file: Option<PathBuf>,
-    /// CA (PEM) that signed the agents' certificates.
-    #[arg(long, env = "AO_CONTROLLER_AGENT_CA")]
-    pub agent_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mTLS to the agents.
-    #[arg(long, env = "AO_CONTROLLER_AGENT_CERT", requires = "agent_key")]
-    pub agent_cert: Option<PathBuf>,
-    /// Client key (PEM) for mTLS to the agents.
-    #[arg(long, env = "AO_CONTROLLER_AGENT_KEY", requires = "agent_cert")]
-    pub agent_key: Option<PathBuf>,
+    /// Allow `http://` agent endpoints on loopback hosts, sending them no credential: for tests
+    /// and a controller on the same machine as its agents. Off: every agent is reached over TLS
+    /// with its node's own token and pinned certificate.
+    #[arg(long, env = "AO_CONTROLLER_ALLOW_PLAINTEXT_AGENTS")]
+    pub allow_plaintext_agents: bool,
+    /// Hosts a `spec.agent.endpoint` may name, as `[NAMESPACE/]PATTERN` (PATTERN: a host name,
+    /// `*.domain`, or an address/prefix), comma-separated or repeated. None: any host.
+    #[arg(long, env = "AO_CONTROLLER_AGENT_ENDPOINT_HOSTS", value_delimiter = ',')]
+    pub agent_endpoint_hosts: Vec<HostRule>,
+    /// Namespaces to watch, comma-separated or repeated. None: every namespace (the controller
+    /// then needs cluster-wide read access to the operator's resources and labelled Secrets).
+    #[arg(long, env = "AO_CONTROLLER_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Images `spec.managed.image` may name, as prefixes (e.g. `ghcr.io/example/asterisk-operator:`),
+    /// comma-separated or repeated. None: no managed node runs.
+    #[arg(
+        long = "managed-image-prefix",
+        env = "AO_CONTROLLER_MANAGED_IMAGE_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub managed_image_prefixes: Vec<String>,
+    /// Let managed nodes ask for `spec.managed.hostNetwork`.
+    #[arg(long, env = "AO_CONTROLLER_ALLOW_HOST_NETWORK")]
+    pub allow_host_network: bool,
     /// Namespace of the leader-election Lease (the controller's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -77,19 +89,13 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
     if args.interval.is_nan() || args.interval <= 0.0 {
         return Err(AgentError::Options("--interval must be positive".into()).into());
     }
-    let agents = AgentAccess {
-        token: args
-            .agent_token_file
-            .as_deref()
-            .map(crate::secret::SecretValue::read_file)
-            .transpose()
-            .map_err(AgentError::from)?,
-        tls_ca: args.agent_ca.clone(),
-        tls_ca_pem: None,
-        tls_cert: args.agent_cert.clone(),
-        tls_key: args.agent_key.clone(),
-        tls_domain: None,
+    let agents = AgentPolicy {
+        allow_plaintext_loopback: args.allow_plaintext_agents,
+        endpoint_hosts: args.agent_endpoint_hosts.clone(),
     };
+    if let Some(ns) = args.namespaces.iter().find(|ns| !crate::crd::rules::is_dns_label(ns)) {
+        return Err(AgentError::Options(format!("--namespaces: {ns:?} is not a namespace name")).into());
+    }
     let interval = Duration::from_secs_f64(args.interval);
     // Without --manifests: fail on a missing cluster configuration before binding anything.
     let client = match args.manifests.is_empty() {
@@ -121,7 +127,12 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
                     .unwrap_or_else(|_| format!("controller-{}", std::process::id())),
                 duration: Duration::from_secs(15),
             }),
-            managed: super::managed_settings::ManagedSettings::default(),
+            managed: super::managed_settings::ManagedSettings {
+                image_prefixes: args.managed_image_prefixes.clone(),
+                allow_host_network: args.allow_host_network,
+                ..super::managed_settings::ManagedSettings::default()
+            },
+            namespaces: args.namespaces.clone(),
         };
         kube_mode::run(client, opts, &metrics, crate::daemon::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);

@@ -129,6 +129,8 @@ reasons! {
         ApplyFailed,
         /// `--manifests` mode: there is no cluster to run a pod in.
         NeedsCluster,
+        /// The node asks for an image or host networking the operator does not allow.
+        NotPermitted,
     }
 }
 

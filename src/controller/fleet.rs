@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::task::JoinSet;
 
+use super::agent_policy::{self, AgentPolicy};
 use super::conditions::{ConditionUpdate, needs_cluster};
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
 use crate::agent::client::{AgentAccess, ClientOptions, connect};
@@ -19,14 +20,15 @@ use crate::offline::LoadedFleet;
 use crate::render::Bundle;
 use crate::topology::ObjectRef;
 
-/// What the API-server mode could do this pass for one managed node (`spec.managed`).
+/// How the controller may reach one node's agent this pass: its own credentials (from its
+/// Secret, or the secrets file), and for a managed node its workload's `Managed` condition.
 #[derive(Clone, Debug)]
-pub struct ManagedTarget {
-    /// The node's `Managed` condition.
-    pub condition: ConditionUpdate,
-    /// How to reach its agent at the node's endpoint; `None`: its pod cannot be reached now
-    /// (the condition says why), so nothing is pushed.
-    pub access: Option<AgentAccess>,
+pub struct AgentTarget {
+    /// A managed node's `Managed` condition (`None` for a node beside an existing server).
+    pub managed: Option<ConditionUpdate>,
+    /// What to present to the agent and how to recognise it; `Err`: why it cannot be reached
+    /// now, so nothing is pushed.
+    pub access: Result<AgentAccess, String>,
 }
 
 /// Per-node push bookkeeping.
@@ -65,18 +67,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Push bookkeeping and the last statuses, carried between reconciles.
 #[derive(Debug, Default)]
 pub struct FleetReconciler {
-    agents: AgentAccess,
+    policy: AgentPolicy,
     pushes: BTreeMap<(String, String), NodePush>,
     statuses: BTreeMap<ObjectRef, ResourceStatus>,
-    /// Managed nodes by (namespace, node); a managed node without an entry has no cluster to
-    /// run in (`--manifests` mode).
-    managed: BTreeMap<(String, String), ManagedTarget>,
+    /// How each node's agent may be reached, by (namespace, node); a managed node without an
+    /// entry has no cluster to run in (`--manifests` mode).
+    targets: BTreeMap<(String, String), AgentTarget>,
 }
 
 impl FleetReconciler {
-    /// Nothing pushed yet.
-    pub fn new(agents: AgentAccess) -> Self {
-        Self { agents, ..Self::default() }
+    /// Nothing pushed yet; agents are reached as `policy` allows.
+    pub fn new(policy: AgentPolicy) -> Self {
+        Self { policy, ..Self::default() }
     }
 
     /// The statuses computed by the last reconcile.
@@ -84,21 +86,21 @@ impl FleetReconciler {
         &self.statuses
     }
 
-    /// Sets what each managed node's workload allows this pass (the API-server mode calls it
-    /// before [`Self::reconcile`]). A node whose pod just became reachable is pushed at once
-    /// instead of waiting out the backoff its earlier failures earned.
-    pub fn set_managed(&mut self, targets: BTreeMap<(String, String), ManagedTarget>) {
+    /// Sets how each node's agent may be reached this pass (its credentials; a managed node's
+    /// workload). A node whose agent just became reachable is pushed at once instead of waiting
+    /// out the backoff its earlier failures earned.
+    pub fn set_targets(&mut self, targets: BTreeMap<(String, String), AgentTarget>) {
+        let ready = |t: &AgentTarget| t.access.is_ok() && t.managed.as_ref().is_none_or(|c| c.status);
         for (key, target) in &targets {
-            let was_ready = self.managed.get(key).is_some_and(|t| t.access.is_some() && t.condition.status);
-            if target.access.is_some()
-                && target.condition.status
+            let was_ready = self.targets.get(key).is_some_and(ready);
+            if ready(target)
                 && !was_ready
                 && let Some(p) = self.pushes.get_mut(key)
             {
                 p.next_try = Instant::now();
             }
         }
-        self.managed = targets;
+        self.targets = targets;
     }
 
     /// Has `node`'s agent applied exactly `hash`?
@@ -120,14 +122,16 @@ impl FleetReconciler {
                 let key = (namespace.clone(), node.clone());
                 let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
                 let target = fleet.resolution.topology.nodes.get(node);
+                let managed = target.is_some_and(|n| n.managed);
+                let credentials = match self.targets.get(&key) {
+                    Some(t) => t.access.clone(),
+                    None if managed => Err(needs_cluster().message),
+                    None => Err("the node's credentials are not available yet".into()),
+                };
                 let endpoint = target.and_then(|n| n.agent_endpoint.clone());
-                let access = match target.is_some_and(|n| n.managed) {
-                    false => Ok(self.agents.clone()),
-                    true => match self.managed.get(&key) {
-                        Some(ManagedTarget { access: Some(access), .. }) => Ok(access.clone()),
-                        Some(ManagedTarget { condition, .. }) => Err(condition.message.clone()),
-                        None => Err(needs_cluster().message),
-                    },
+                let access = match &endpoint {
+                    Some(url) => agent_policy::reach(&self.policy, namespace, url, managed, credentials),
+                    None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
                 };
                 if visit == Visit::Refresh && access.is_err() {
                     // The workload says no agent can be reached this pass; keep what is known.
@@ -136,11 +140,9 @@ impl FleetReconciler {
                 let bundle = bundle.clone();
                 tasks.spawn(async move {
                     let contact = match (endpoint, access) {
-                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
-                        (None, _) => Contact::Pushed(NodeOutcome::NoAgent(
-                            "the node has no spec.agent.endpoint the controller can push to".into(),
-                        )),
                         (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit).await,
+                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
+                        (None, Ok(_)) => unreachable!("an access needs an endpoint"),
                     };
                     (key, bundle.hash, contact)
                 });
@@ -196,7 +198,11 @@ impl FleetReconciler {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut statuses = BTreeMap::new();
         for (namespace, fleet) in fleets {
-            let managed = of_namespace(&self.managed, namespace, |t| t.condition.clone());
+            let managed: BTreeMap<String, ConditionUpdate> =
+                of_namespace(&self.targets, namespace, |t| t.managed.clone())
+                    .into_iter()
+                    .filter_map(|(node, c)| c.map(|c| (node, c)))
+                    .collect();
             let outcomes = of_namespace(&self.pushes, namespace, |p| p.outcome.clone());
             statuses.extend(fleet_status(
                 &fleet.resources,

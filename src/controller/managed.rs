@@ -16,11 +16,11 @@
 //!   sidecar, all from `spec.managed.image`.
 //!
 //! The controller reaches the agent at [`crate::topology::managed_agent_endpoint`] over TLS, trusting exactly the
-//! certificate in the Secret and sending the token from it ([`NodeCredentials::agent_access`]).
+//! certificate in the Secret and sending the token from it
+//! ([`super::credentials::NodeCredentials::agent_access`]).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction, KeyToPath,
@@ -34,11 +34,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{ConditionUpdate, ManagedReason};
+use super::credentials::{AGENT_TOKEN_KEY, AMI_SECRET_KEY, NodeCredentials, TLS_CERT_KEY, TLS_KEY_KEY};
 use super::managed_settings::ManagedSettings;
 use super::mesh_pki::{MESH_CA_KEY, MESH_CERT_KEY, MESH_KEY_KEY, MeshLeaf};
-use crate::agent::client::AgentAccess;
+use super::secret_roles::SecretRole;
 use crate::crd::{AsteriskNode, ManagedNode, SipTransport, namespace_of};
-use crate::secret::SecretValue;
 use crate::topology::{MANAGED_GRPC_PORT, managed_workload_name};
 
 /// The agent's HTTP port (`/healthz`, `/readyz`, `/metrics`) in a managed pod.
@@ -51,17 +51,9 @@ pub const MESH_PORT: u16 = 7444;
 pub const MESH_CERT_ANNOTATION: &str = "asterisk.operator.dev/mesh-cert";
 /// The AMI user of a managed pod (the least-privilege user of docs/agent.md).
 pub const AMI_USER: &str = "asterisk-operator";
-/// Key of the AMI secret in the node's Secret.
-pub const AMI_SECRET_KEY: &str = "ami-secret";
-/// The pod volume holding only [`AMI_SECRET_KEY`] of the node's Secret: all the `bootstrap`
-/// init container needs of it.
+/// The pod volume holding only the AMI secret ([`AMI_SECRET_KEY`]) of the node's Secret: all
+/// the `bootstrap` init container needs of it.
 pub const AMI_SECRET_VOLUME: &str = "ami-secret";
-/// Key of the agent's bearer token in the node's Secret.
-pub const AGENT_TOKEN_KEY: &str = "agent-token";
-/// Key of the agent's TLS certificate (PEM, self-signed; the controller pins it).
-pub const TLS_CERT_KEY: &str = "tls.crt";
-/// Key of the agent's TLS private key (PEM, PKCS#8).
-pub const TLS_KEY_KEY: &str = "tls.key";
 
 /// Where the pod's volumes are mounted.
 pub mod paths {
@@ -101,28 +93,6 @@ pub enum ManagedError {
         namespace: String,
         /// Node name.
         name: String,
-    },
-    /// The node's Secret lacks a key (someone created or edited it by hand).
-    #[error(
-        "Secret {namespace}/{secret}: data.{key} is missing; add it, or delete the Secret so the controller generates a complete one (the pod restarts with new credentials)"
-    )]
-    SecretKeyMissing {
-        /// Namespace.
-        namespace: String,
-        /// Secret name.
-        secret: String,
-        /// The missing key.
-        key: &'static str,
-    },
-    /// The agent's certificate could not be generated.
-    #[error("AsteriskNode {namespace}/{name}: generating the agent's TLS certificate: {source}")]
-    Certificate {
-        /// Namespace.
-        namespace: String,
-        /// Node name.
-        name: String,
-        /// What rcgen said.
-        source: rcgen::Error,
     },
 }
 
@@ -178,115 +148,22 @@ pub fn owner_reference(node: &AsteriskNode) -> Result<OwnerReference, ManagedErr
     Ok(owner)
 }
 
-/// The credentials of a managed node: what its Secret holds.
-#[derive(Clone, Debug)]
-pub struct NodeCredentials {
-    /// The AMI secret of the agent's user.
-    pub ami_secret: SecretValue,
-    /// The bearer token the agent requires from the controller.
-    pub agent_token: SecretValue,
-    /// The agent's self-signed TLS certificate (PEM): public, pinned by the controller.
-    pub tls_cert_pem: String,
-    /// Its private key (PEM).
-    pub tls_key_pem: SecretValue,
-}
-
-impl NodeCredentials {
-    /// Fresh credentials for `node`: random AMI secret and token (≈190 bits each), and a
-    /// self-signed ECDSA P-256 certificate for the names the controller and people use.
-    pub fn generate(node: &AsteriskNode) -> Result<Self, ManagedError> {
-        let (namespace, name) = ids(node);
-        let err =
-            |source| ManagedError::Certificate { namespace: namespace.clone(), name: name.clone(), source };
-        let key = rcgen::KeyPair::generate().map_err(err)?;
-        let mut params = rcgen::CertificateParams::new(agent_dns_names(&namespace, &name)).map_err(err)?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, managed_workload_name(&name));
-        let cert = params.self_signed(&key).map_err(err)?;
-        Ok(Self {
-            ami_secret: SecretValue::generate(),
-            agent_token: SecretValue::generate(),
-            tls_cert_pem: cert.pem(),
-            tls_key_pem: SecretValue::new(key.serialize_pem()),
-        })
-    }
-
-    /// Reads them back from the node's Secret (`data`, or `stringData` of one not yet stored).
-    pub fn from_secret(secret: &Secret) -> Result<Self, ManagedError> {
-        let get = |key: &'static str| -> Result<String, ManagedError> {
-            let data = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-            let string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
-            data.or(string).filter(|v| !v.trim().is_empty()).ok_or_else(|| ManagedError::SecretKeyMissing {
-                namespace: namespace_of(secret.meta()),
-                secret: secret.name_any(),
-                key,
-            })
-        };
-        Ok(Self {
-            ami_secret: SecretValue::new(get(AMI_SECRET_KEY)?.trim_end()),
-            agent_token: SecretValue::new(get(AGENT_TOKEN_KEY)?.trim_end()),
-            tls_cert_pem: get(TLS_CERT_KEY)?,
-            tls_key_pem: SecretValue::new(get(TLS_KEY_KEY)?),
-        })
-    }
-
-    /// How the controller reaches this node's agent: TLS trusting only the node's own
-    /// certificate, checked against the endpoint's host name, and the node's token.
-    pub fn agent_access(&self, namespace: &str, node: &str) -> AgentAccess {
-        AgentAccess {
-            token: Some(self.agent_token.clone()),
-            tls_ca: None,
-            tls_ca_pem: Some(self.tls_cert_pem.clone()),
-            tls_cert: None,
-            tls_key: None,
-            tls_domain: Some(agent_host(namespace, node)),
-        }
-    }
-}
-
-/// Host name of pod 0 under the headless Service (what the controller connects to).
-fn agent_host(namespace: &str, node: &str) -> String {
-    let w = managed_workload_name(node);
-    format!("{w}-0.{w}.{namespace}.svc")
-}
-
-/// DNS names in the agent's certificate: pod 0 and the Service, short and fully qualified
-/// with the default cluster domain.
-fn agent_dns_names(namespace: &str, node: &str) -> Vec<String> {
-    let w = managed_workload_name(node);
-    let pod = agent_host(namespace, node);
-    let svc = format!("{w}.{namespace}.svc");
-    vec![pod.clone(), format!("{pod}.cluster.local"), svc.clone(), format!("{svc}.cluster.local")]
-}
-
-/// The node's Secret, to create when it does not exist. Its credentials are never updated
-/// (their values must stay stable, or the running pod and the controller would disagree); only
-/// the mesh keys are ever added or re-issued ([`super::mesh_pki::check_leaf`]).
+/// A node's Secret (`asterisk-<node>`, any node: managed or beside an existing server), to
+/// create when it does not exist: its agent credentials and, when given, its mesh certificate.
+/// Its credentials are never updated (their values must stay stable, or the running agent and
+/// the controller would disagree); only the mesh keys are ever added or re-issued
+/// ([`super::mesh_pki::check_leaf`]). Labelled as a node Secret, which no `secretRef` may name.
 pub fn secret(
     node: &AsteriskNode,
     credentials: &NodeCredentials,
-    mesh: &MeshLeaf,
+    mesh: Option<&MeshLeaf>,
     settings: &ManagedSettings,
 ) -> Result<Secret, ManagedError> {
-    managed_of(node)?;
-    let value = |s: &str| ByteString(s.as_bytes().to_vec());
-    let mut data = BTreeMap::from([
-        (AMI_SECRET_KEY.to_owned(), value(credentials.ami_secret.expose())),
-        (AGENT_TOKEN_KEY.to_owned(), value(credentials.agent_token.expose())),
-        (TLS_CERT_KEY.to_owned(), value(&credentials.tls_cert_pem)),
-        (TLS_KEY_KEY.to_owned(), value(credentials.tls_key_pem.expose())),
-    ]);
-    data.extend(mesh.data());
-    Ok(Secret {
-        metadata: owned_meta(node, settings)?,
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Secret::default()
-    })
+    let mut data = credentials.data();
+    data.extend(mesh.map(MeshLeaf::data).unwrap_or_default());
+    let mut metadata = owned_meta(node, settings)?;
+    metadata.labels.get_or_insert_default().extend([SecretRole::Node.label()]);
+    Ok(Secret { metadata, type_: Some("Opaque".into()), data: Some(data), ..Secret::default() })
 }
 
 fn port(name: &str, port: u16, protocol: &str) -> ServicePort {
@@ -876,10 +753,10 @@ mod tests {
     #[test]
     fn every_object_is_labelled_and_owned_by_the_node() {
         let n = node(false);
-        let creds = NodeCredentials::generate(&n).unwrap();
+        let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
         let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
         let svc = service(&n, &settings()).unwrap();
-        let sec = secret(&n, &creds, &leaf(), &settings()).unwrap();
+        let sec = secret(&n, &creds, Some(&leaf()), &settings()).unwrap();
         for meta in [&sts.metadata, &svc.metadata, &sec.metadata] {
             let owner = &meta.owner_references.as_ref().unwrap()[0];
             assert_eq!(
@@ -934,7 +811,7 @@ mod tests {
     #[test]
     fn no_secret_value_appears_in_the_statefulset_or_service() {
         let n = node(true);
-        let creds = NodeCredentials::generate(&n).unwrap();
+        let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
         let ca = mesh_ca();
         let mesh = ca.issue("office-a", SystemTime::now()).unwrap();
         let sts = serde_json::to_value(stateful_set(&n, &settings(), &mesh).unwrap()).unwrap();
@@ -966,22 +843,26 @@ mod tests {
     #[test]
     fn credentials_round_trip_through_the_secret_and_are_strong() {
         let n = node(false);
-        let creds = NodeCredentials::generate(&n).unwrap();
+        let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
         assert_eq!(creds.ami_secret.expose().len(), 32);
         assert_ne!(creds.ami_secret, creds.agent_token);
         assert!(creds.tls_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(creds.tls_key_pem.expose().contains("PRIVATE KEY"));
         let mesh = leaf();
-        let sec = secret(&n, &creds, &mesh, &settings()).unwrap();
+        let sec = secret(&n, &creds, Some(&mesh), &settings()).unwrap();
         assert_eq!(MeshLeaf::from_secret(&sec), Some(mesh), "the mesh keys are in the Secret");
         let back = NodeCredentials::from_secret(&sec).unwrap();
         assert_eq!(back.ami_secret, creds.ami_secret);
         assert_eq!(back.agent_token, creds.agent_token);
         assert_eq!(back.tls_cert_pem, creds.tls_cert_pem);
         assert_eq!(back.tls_key_pem, creds.tls_key_pem);
-        assert_ne!(NodeCredentials::generate(&n).unwrap().agent_token, creds.agent_token, "fresh each time");
+        assert_ne!(
+            NodeCredentials::generate("pbx", "office-a", true).unwrap().agent_token,
+            creds.agent_token,
+            "fresh each time"
+        );
 
-        let access = back.agent_access("pbx", "office-a");
+        let access = back.agent_access("pbx", "office-a", true);
         assert_eq!(access.token.as_ref(), Some(&creds.agent_token));
         assert_eq!(access.tls_ca_pem.as_deref(), Some(creds.tls_cert_pem.as_str()));
         assert_eq!(access.tls_domain.as_deref(), Some("asterisk-office-a-0.asterisk-office-a.pbx.svc"));

@@ -10,10 +10,21 @@ pub struct ManagedSettings {
     /// User and group id the containers run as: the image's `asterisk` user (the Dockerfile
     /// creates it with this id).
     pub run_as: i64,
+    /// The images a node's `spec.managed.image` may name, as prefixes (a registry and
+    /// repository, e.g. `ghcr.io/asterisk-operator/asterisk-operator:`). None: no managed node
+    /// runs — the operator's administrator decides which images run under its account.
+    pub image_prefixes: Vec<String>,
+    /// Whether a node may ask for `spec.managed.hostNetwork` (off: the pod's network only).
+    pub allow_host_network: bool,
 }
 
 impl Default for ManagedSettings {
     fn default() -> Self {
-        Self { managed_by: "asterisk-operator".into(), run_as: 200 }
+        Self {
+            managed_by: "asterisk-operator".into(),
+            run_as: 200,
+            image_prefixes: Vec::new(),
+            allow_host_network: false,
+        }
     }
 }

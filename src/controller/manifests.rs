@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::agent_policy::AgentPolicy;
+use super::file_credentials;
 use super::fleet::{FleetReconciler, ReconcileReport};
 use super::metrics::ControllerMetrics;
 use super::status::ResourceStatus;
-use crate::agent::client::AgentAccess;
 use crate::offline::{self, OfflineError};
 use crate::topology::ObjectRef;
 
@@ -39,10 +40,10 @@ pub struct ManifestsOptions {
     pub inputs: Vec<PathBuf>,
     /// Where every resource's status is written (YAML).
     pub status_file: PathBuf,
-    /// Where generated secrets are kept between runs (0600).
+    /// Where generated secrets and each node's agent credentials are kept between runs (0600).
     pub secrets_file: PathBuf,
-    /// How the agents are reached.
-    pub agents: AgentAccess,
+    /// Where and how agents may be reached (each with its node's own credentials).
+    pub agents: AgentPolicy,
 }
 
 /// The `--manifests` controller.
@@ -76,6 +77,7 @@ impl ManifestsController {
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, ManifestsError> {
         let loaded = offline::load_fleets(&self.opts.inputs, &self.opts.secrets_file)?;
         offline::keep_generated_secrets(&self.opts.secrets_file, &loaded.generated)?;
+        self.fleet.set_targets(file_credentials::targets(&self.opts.secrets_file, &loaded.fleets));
         let report = self.fleet.reconcile(&loaded.fleets).await;
         if report.status_changed || !self.opts.status_file.exists() {
             self.write_status()?;

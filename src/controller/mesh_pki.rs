@@ -26,6 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::managed_settings::ManagedSettings;
+use super::secret_roles::SecretRole;
 use crate::crd::namespace_of;
 use crate::mesh::tls::cert_names_node;
 use crate::secret::SecretValue;
@@ -208,7 +209,8 @@ fn first_cert(pem: &str) -> Option<CertificateDer<'static>> {
 }
 
 /// The namespace's mesh CA Secret, to create when absent (never to update). Labelled as the
-/// controller's, with **no owner reference**: it is shared by every node of the namespace, and
+/// controller's and as the mesh CA (a user's own CA needs that label too), with **no owner
+/// reference**: it is shared by every node of the namespace, and
 /// deleting one node must not take the fleet's CA with it.
 pub fn ca_secret(namespace: &str, ca: &MeshCa, settings: &ManagedSettings) -> Secret {
     let value = |s: &str| ByteString(s.as_bytes().to_vec());
@@ -220,6 +222,7 @@ pub fn ca_secret(namespace: &str, ca: &MeshCa, settings: &ManagedSettings) -> Se
                 ("app.kubernetes.io/name".to_owned(), "asterisk".to_owned()),
                 ("app.kubernetes.io/managed-by".to_owned(), settings.managed_by.clone()),
                 ("app.kubernetes.io/component".to_owned(), "mesh-ca".to_owned()),
+                SecretRole::MeshCa.label(),
             ])),
             ..ObjectMeta::default()
         },

@@ -83,3 +83,12 @@ pub(crate) fn managed_node() -> AsteriskNode {
     node.metadata.uid = Some("uid-node".into());
     node
 }
+
+/// Settings that let [`managed_node`] run: its image and host networking allowed.
+pub(crate) fn managed_settings() -> crate::controller::managed_settings::ManagedSettings {
+    crate::controller::managed_settings::ManagedSettings {
+        image_prefixes: vec!["registry.example/asterisk-operator:".into()],
+        allow_host_network: true,
+        ..Default::default()
+    }
+}

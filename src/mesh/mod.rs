@@ -50,6 +50,14 @@ pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Is `url`'s host a loopback address (or `localhost`)?
+fn loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<tonic::transport::Uri>() else { return false };
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Settings of a node's part in the mesh.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
@@ -98,14 +106,26 @@ impl MeshConfig {
     }
 
     fn endpoint_of(&self, owner: &str, plan_endpoint: Option<&str>) -> Option<String> {
-        if let Some(e) = self.endpoints.get(owner) {
-            return Some(e.clone());
+        let endpoint = match self.endpoints.get(owner) {
+            Some(e) => e.clone(),
+            None => {
+                let plan = plan_endpoint?;
+                match self.peer_port {
+                    None => plan.to_owned(),
+                    Some(port) => {
+                        let uri: tonic::transport::Uri = plan.parse().ok()?;
+                        let scheme = if self.tls.is_some() { "https" } else { "http" };
+                        format!("{scheme}://{}:{port}", uri.host()?)
+                    }
+                }
+            }
+        };
+        // Without mTLS nothing proves who answers: only an owner on this machine is trusted.
+        if self.tls.is_none() && !loopback_url(&endpoint) {
+            tracing::warn!(%owner, %endpoint, "mesh: no mTLS, so only loopback owners are dialled; its mirrors stay UNAVAILABLE");
+            return None;
         }
-        let plan = plan_endpoint?;
-        let Some(port) = self.peer_port else { return Some(plan.to_owned()) };
-        let uri: tonic::transport::Uri = plan.parse().ok()?;
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        Some(format!("{scheme}://{}:{port}", uri.host()?))
+        Some(endpoint)
     }
 }
 
@@ -275,7 +295,7 @@ fn reconcile_links(
     for source in &plan.sources {
         let interest = lock(&mirrors.table).interest(&source.node);
         let Some(endpoint) = cfg.endpoint_of(&source.node, source.endpoint.as_deref()) else {
-            tracing::warn!(owner = %source.node, "mesh: no endpoint for owner; its mirrors stay UNAVAILABLE");
+            tracing::warn!(owner = %source.node, "mesh: no usable endpoint for owner; its mirrors stay UNAVAILABLE");
             links.remove(&source.node);
             continue;
         };
@@ -360,16 +380,12 @@ mod tests {
     #[test]
     fn owners_are_dialled_at_the_fleet_mesh_port_unless_overridden() {
         let mut cfg = MeshConfig::new("office-a");
+        cfg.tls = Some(MeshTls { ca: "ca".into(), cert: "c".into(), key: "k".into() });
         assert_eq!(
             cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
             "https://office-b-agent:7443"
         );
         cfg.peer_port = Some(7444);
-        assert_eq!(
-            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")).unwrap(),
-            "http://office-b-agent:7444"
-        );
-        cfg.tls = Some(MeshTls { ca: "ca".into(), cert: "c".into(), key: "k".into() });
         assert_eq!(
             cfg.endpoint_of("office-b", Some("https://10.0.0.2:7443/")).unwrap(),
             "https://10.0.0.2:7444"
@@ -384,5 +400,22 @@ mod tests {
         assert_eq!(cfg.endpoint_of("office-b", None), None);
         cfg.endpoints.insert("office-b".into(), "https://127.0.0.9:9999".into());
         assert_eq!(cfg.endpoint_of("office-b", None).unwrap(), "https://127.0.0.9:9999");
+    }
+
+    #[test]
+    fn without_mtls_only_loopback_owners_are_dialled() {
+        let mut cfg = MeshConfig::new("office-a");
+        cfg.peer_port = Some(7444);
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://office-b-agent:7443")),
+            None,
+            "nothing proves who answers"
+        );
+        assert_eq!(
+            cfg.endpoint_of("office-b", Some("https://127.0.0.2:7443")).unwrap(),
+            "http://127.0.0.2:7444"
+        );
+        cfg.endpoints.insert("office-c".into(), "http://[::1]:7444".into());
+        assert_eq!(cfg.endpoint_of("office-c", None).unwrap(), "http://[::1]:7444");
     }
 }

@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn debug_names_the_files_but_never_shows_them() {
-        let files = BTreeMap::from([("pjsip_operator.conf".to_owned(), "password=Hunter2Hunter2".to_owned())]);
+        let files =
+            BTreeMap::from([("pjsip_operator.conf".to_owned(), "password=Hunter2Hunter2".to_owned())]);
         let bundle = Bundle::new("office-a", files, MeshPlan::default()).in_namespace("pbx");
         let text = format!("{bundle:?}");
         assert!(text.contains("pjsip_operator.conf") && text.contains("pbx"), "{text}");

@@ -42,6 +42,19 @@ pub struct ResourceSet {
     pub blf_subscriptions: Vec<BlfSubscription>,
     /// The Secrets they may reference.
     pub secrets: SecretStore,
+    /// Where those Secrets come from (what a missing one's message tells the user to do).
+    pub secret_source: SecretSource,
+}
+
+/// Where a fleet's Secrets come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Manifest files (`render`, `--manifests`): every Secret in them may be referenced.
+    #[default]
+    Files,
+    /// The API server: only Secrets labelled `asterisk.operator.dev/secret=usable` may be; the
+    /// controller reads no other, and says nothing about whether one exists.
+    Labelled,
 }
 
 /// A validated fleet: what the renderer and the mesh work from.

@@ -41,21 +41,24 @@ pub use workload_plan::WorkloadError;
 use self::events::EventPublisher;
 use self::sources::Stores;
 use self::workloads::Workloads;
+use super::agent_policy::AgentPolicy;
+use super::file_credentials;
 use super::fleet::{FleetReconciler, ReconcileReport};
 use super::leader::{Leadership, LeaseLock};
 use super::managed_settings::ManagedSettings;
 use super::metrics::ControllerMetrics;
 use super::notices::notices;
-use crate::agent::client::AgentAccess;
 use crate::offline::LoadedFleet;
 use crate::{render, topology};
 
 /// Settings of the API-server mode.
 #[derive(Clone, Debug)]
 pub struct KubeOptions {
-    /// How the agents of `spec.agent` nodes are reached.
-    pub agents: AgentAccess,
-    /// Where to keep generated secrets when the server has no Secrets API.
+    /// Where and how agents may be reached (each with its node's own credentials).
+    pub agents: AgentPolicy,
+    /// Namespaces to watch; empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// Where to keep generated secrets and node credentials when the server has no Secrets API.
     pub secrets_file: Option<PathBuf>,
     /// Reconcile at least this often (retries, agent status refresh).
     pub resync: Duration,
@@ -107,7 +110,7 @@ pub async fn run(
 ) -> Result<(), KubeError> {
     client.apiserver_version().await?;
     let changed = Arc::new(Notify::new());
-    let stores = Stores::start(&client, &changed).await;
+    let stores = Stores::start(&client, &opts.namespaces, &changed).await;
     if stores.secrets.is_none() {
         match &opts.secrets_file {
             Some(f) => {
@@ -169,17 +172,24 @@ impl Controller {
     /// One pass: every namespace read, resolved, rendered, applied, and its statuses written.
     async fn pass(&mut self) -> ReconcileReport {
         let client = &self.client;
+        // This pass's view of the labelled Secrets (the only ones the controller reads).
+        let cached = self.stores.secrets.as_ref().map(|c| c.state());
         let mut fleets = BTreeMap::new();
         for (namespace, mut set) in self.stores.fleets() {
-            secrets::fill(client, self.stores.secrets.as_ref(), self.opts.secrets_file.as_deref(), &mut set)
-                .await;
+            secrets::fill(client, cached.as_deref(), self.opts.secrets_file.as_deref(), &mut set).await;
             let resolution = topology::resolve(&set);
             let bundles = render::render_all(&resolution.topology);
             fleets.insert(namespace, LoadedFleet { resources: set, resolution, bundles });
         }
-        let targets =
-            self.workloads.reconcile(client, self.stores.secrets.as_ref(), &fleets, &self.opts.managed).await;
-        self.fleet.set_managed(targets);
+        let mut targets =
+            self.workloads.reconcile(client, cached.as_deref(), &fleets, &self.opts.managed).await;
+        if self.stores.secrets.is_none()
+            && let Some(file) = &self.opts.secrets_file
+        {
+            // No Secrets API: the nodes beside existing servers keep their credentials in the file.
+            targets.extend(file_credentials::targets(file, &fleets));
+        }
+        self.fleet.set_targets(targets);
         let before = self.fleet.statuses().clone();
         let report = self.fleet.reconcile(&fleets).await;
         for e in &report.errors {

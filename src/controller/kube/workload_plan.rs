@@ -1,23 +1,27 @@
-//! Decide: what a managed node's workload (`spec.managed`) needs this pass, from what the
-//! caches hold — pure, so every decision has a table test. [`super::workloads`] does it.
+//! Decide: what each node's Secret and, for a managed node (`spec.managed`), its workload need
+//! this pass, from what the caches hold — pure, so every decision has a table test.
+//! [`super::workloads`] does it.
 //!
 //! Per namespace, its mesh CA ([`plan_mesh_ca`]): the `asterisk-mesh-ca` Secret when present
 //! (the user's, or one generated earlier), else a new one to create. Per node
-//! ([`plan_workload`]): its Secret (create it; keep it; or write only its mesh keys when the leaf
-//! is missing or no longer right), then its Service and StatefulSet (apply them when they
-//! changed or were last applied long ago, else only read the StatefulSet's status).
+//! ([`plan_workload`]): its Secret with its own agent credentials (create it; keep it; or write
+//! only its mesh keys when the leaf is missing or no longer right); then, for a managed node
+//! whose image and host networking the operator permits, its Service and StatefulSet (apply
+//! them when they changed or were last applied long ago, else only read the StatefulSet's
+//! status).
 
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::controller::conditions::{ConditionUpdate, ManagedReason};
-use crate::controller::managed::{self, NodeCredentials};
+use crate::controller::credentials::NodeCredentials;
+use crate::controller::managed;
 use crate::controller::managed_settings::ManagedSettings;
 use crate::controller::mesh_pki::{self, LeafCheck, MeshCa, MeshLeaf};
-use crate::crd::AsteriskNode;
+use crate::crd::{AsteriskNode, ManagedNode, namespace_of};
 
 /// Re-apply an unchanged workload this often anyway, undoing hand edits of owned fields.
 pub(crate) const REAPPLY: Duration = Duration::from_secs(600);
@@ -49,6 +53,9 @@ pub enum WorkloadError {
     /// The server refused a write.
     #[error("{0}")]
     ApplyFailed(String),
+    /// The node asks for something the operator's configuration does not allow.
+    #[error("{0}")]
+    NotPermitted(String),
 }
 
 impl WorkloadError {
@@ -61,6 +68,7 @@ impl WorkloadError {
             Self::SecretIncomplete(_) => ManagedReason::SecretIncomplete,
             Self::Pending(_) => ManagedReason::Pending,
             Self::ApplyFailed(_) => ManagedReason::ApplyFailed,
+            Self::NotPermitted(_) => ManagedReason::NotPermitted,
         }
     }
 
@@ -118,13 +126,14 @@ pub(crate) enum ObjectStep {
     Apply { service: Box<Service>, stateful_set: Box<StatefulSet>, hash: String },
 }
 
-/// Everything one managed node needs this pass.
+/// Everything one node needs this pass.
 #[derive(Clone, Debug)]
 pub(crate) struct WorkloadPlan {
     /// The node's credentials (the Secret's, or the ones about to be created).
     pub credentials: NodeCredentials,
     pub secret: SecretStep,
-    pub objects: ObjectStep,
+    /// A managed node's Service and StatefulSet (`None` for a node beside an existing server).
+    pub objects: Option<ObjectStep>,
 }
 
 /// What [`plan_workload`] decides from.
@@ -132,7 +141,8 @@ pub(crate) struct WorkloadInputs<'a> {
     pub node: &'a AsteriskNode,
     /// The node passed validation.
     pub valid: bool,
-    /// Workload APIs the server does not serve.
+    /// APIs the node needs that the server does not serve (for a managed node: Secrets,
+    /// Services, StatefulSets; else Secrets).
     pub missing_apis: &'a [String],
     /// The namespace's mesh CA.
     pub ca: &'a Result<MeshCa, WorkloadError>,
@@ -144,7 +154,7 @@ pub(crate) struct WorkloadInputs<'a> {
     pub now: SystemTime,
 }
 
-/// Decides one managed node's pass.
+/// Decides one node's pass.
 pub(crate) fn plan_workload(inputs: WorkloadInputs) -> Result<WorkloadPlan, WorkloadError> {
     let WorkloadInputs { node, valid, missing_apis, ca, secret, last_applied, settings, now } = inputs;
     if !valid {
@@ -153,10 +163,64 @@ pub(crate) fn plan_workload(inputs: WorkloadInputs) -> Result<WorkloadPlan, Work
     if !missing_apis.is_empty() {
         return Err(WorkloadError::ApiUnavailable(missing_apis.to_vec()));
     }
+    if let Some(managed) = &node.spec.managed {
+        permitted(managed, settings)?;
+    }
     let ca = ca.as_ref().map_err(Clone::clone)?;
+    let (credentials, leaf, secret_step) = plan_secret(node, secret, ca, settings, now)?;
+    let objects = match node.spec.managed.is_some() {
+        false => None,
+        true => {
+            let build = |e: managed::ManagedError| WorkloadError::Build(e.to_string());
+            let service = managed::service(node, settings).map_err(build)?;
+            let stateful_set = managed::stateful_set(node, settings, &leaf).map_err(build)?;
+            let hash = objects_hash(&service, &stateful_set);
+            let fresh = last_applied.is_some_and(|(h, age)| h == hash && age < REAPPLY);
+            Some(match fresh {
+                true => ObjectStep::Observe,
+                false => ObjectStep::Apply {
+                    service: Box::new(service),
+                    stateful_set: Box::new(stateful_set),
+                    hash,
+                },
+            })
+        }
+    };
+    Ok(WorkloadPlan { credentials, secret: secret_step, objects })
+}
+
+/// The operator runs only the images, and grants host networking only, its configuration allows:
+/// writing an AsteriskNode must not give its author more than the operator's administrator did.
+fn permitted(managed: &ManagedNode, settings: &ManagedSettings) -> Result<(), WorkloadError> {
+    if !settings.image_prefixes.iter().any(|p| managed.image.starts_with(p.as_str())) {
+        let allowed = match settings.image_prefixes.is_empty() {
+            true => "none is allowed: the controller has no --managed-image-prefix".to_owned(),
+            false => format!("allowed: images starting with {}", settings.image_prefixes.join(", ")),
+        };
+        return Err(WorkloadError::NotPermitted(format!(
+            "spec.managed.image {:?} is not one this operator may run ({allowed}); use an allowed image, or ask the operator's administrator to allow it",
+            managed.image
+        )));
+    }
+    if managed.host_network && !settings.allow_host_network {
+        return Err(WorkloadError::NotPermitted(
+            "spec.managed.hostNetwork is true, which this operator does not allow (the controller runs without --allow-host-network); remove it and reach the pod through its Service, or ask the operator's administrator".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A node's Secret: its credentials, its current mesh leaf, and what to write.
+fn plan_secret(
+    node: &AsteriskNode,
+    secret: Option<&Secret>,
+    ca: &MeshCa,
+    settings: &ManagedSettings,
+    now: SystemTime,
+) -> Result<(NodeCredentials, MeshLeaf, SecretStep), WorkloadError> {
     let build = |e: &dyn std::fmt::Display| WorkloadError::Build(e.to_string());
     let name = node.name_any();
-    let (credentials, leaf, secret_step) = match secret {
+    match secret {
         Some(secret) => {
             let credentials = NodeCredentials::from_secret(secret)
                 .map_err(|e| WorkloadError::SecretIncomplete(e.to_string()))?;
@@ -175,24 +239,17 @@ pub(crate) fn plan_workload(inputs: WorkloadInputs) -> Result<WorkloadPlan, Work
                     (leaf, SecretStep::WriteMeshKeys { patch, reissued })
                 }
             };
-            (credentials, leaf, step)
+            Ok((credentials, leaf, step))
         }
         None => {
-            let leaf: MeshLeaf = ca.issue(&name, now).map_err(|e| build(&e))?;
-            let credentials = NodeCredentials::generate(node).map_err(|e| build(&e))?;
-            let secret = managed::secret(node, &credentials, &leaf, settings).map_err(|e| build(&e))?;
-            (credentials, leaf, SecretStep::Create(Box::new(secret)))
+            let leaf = ca.issue(&name, now).map_err(|e| build(&e))?;
+            let credentials =
+                NodeCredentials::generate(&namespace_of(node.meta()), &name, node.spec.managed.is_some())
+                    .map_err(|e| build(&e))?;
+            let secret = managed::secret(node, &credentials, Some(&leaf), settings).map_err(|e| build(&e))?;
+            Ok((credentials, leaf, SecretStep::Create(Box::new(secret))))
         }
-    };
-    let service = managed::service(node, settings).map_err(|e| build(&e))?;
-    let stateful_set = managed::stateful_set(node, settings, &leaf).map_err(|e| build(&e))?;
-    let hash = objects_hash(&service, &stateful_set);
-    let fresh = last_applied.is_some_and(|(h, age)| h == hash && age < REAPPLY);
-    let objects = match fresh {
-        true => ObjectStep::Observe,
-        false => ObjectStep::Apply { service: Box::new(service), stateful_set: Box::new(stateful_set), hash },
-    };
-    Ok(WorkloadPlan { credentials, secret: secret_step, objects })
+    }
 }
 
 /// Content hash of the objects as applied (what decides whether to apply them again).
@@ -208,10 +265,13 @@ fn objects_hash(service: &Service, stateful_set: &StatefulSet) -> String {
 mod tests {
     use super::*;
     use crate::controller::conditions::Reason;
-    use crate::controller::mock_api::managed_node;
+    use crate::controller::credentials;
+    use crate::controller::mock_api::{managed_node, managed_settings};
 
     struct Case {
         name: &'static str,
+        node: AsteriskNode,
+        settings: ManagedSettings,
         valid: bool,
         missing: Vec<String>,
         ca_ok: bool,
@@ -233,8 +293,9 @@ mod tests {
                     SecretStep::WriteMeshKeys { reissued: Some(_), .. } => "reissue-mesh-keys",
                 };
                 let objects = match p.objects {
-                    ObjectStep::Observe => "observe",
-                    ObjectStep::Apply { .. } => "apply",
+                    Some(ObjectStep::Observe) => "observe",
+                    Some(ObjectStep::Apply { .. }) => "apply",
+                    None => "no-workload",
                 };
                 format!("{secret} {objects}")
             }
@@ -242,9 +303,9 @@ mod tests {
     }
 
     #[test]
-    fn every_decision_of_a_managed_node() {
+    fn every_decision_of_a_node() {
         let now = SystemTime::now();
-        let settings = ManagedSettings::default();
+        let settings = managed_settings();
         let node = managed_node();
         let ca = MeshCa::generate("default", now).unwrap();
         let other_ca = MeshCa::generate("default", now).unwrap();
@@ -261,7 +322,7 @@ mod tests {
         })
         .unwrap();
         let SecretStep::Create(created) = &first.secret else { panic!("first pass creates the Secret") };
-        let ObjectStep::Apply { hash, .. } = &first.objects else { panic!("first pass applies") };
+        let Some(ObjectStep::Apply { hash, .. }) = &first.objects else { panic!("first pass applies") };
         let current = (**created).clone();
         let mut pre_mesh = current.clone();
         for k in mesh_pki::MESH_KEYS {
@@ -270,10 +331,12 @@ mod tests {
         let mut foreign = current.clone();
         foreign.data.as_mut().unwrap().extend(other_ca.issue("office-a", now).unwrap().data());
         let mut incomplete = current.clone();
-        incomplete.data.as_mut().unwrap().remove(managed::AGENT_TOKEN_KEY);
+        incomplete.data.as_mut().unwrap().remove(credentials::AGENT_TOKEN_KEY);
 
         let case = |name, secret: Option<&Secret>, last_applied, same_hash, want| Case {
             name,
+            node: node.clone(),
+            settings: settings.clone(),
             valid: true,
             missing: vec![],
             ca_ok: true,
@@ -298,18 +361,48 @@ mod tests {
             case("Secret from before the mesh", Some(&pre_mesh), recently, true, "add-mesh-keys apply"),
             case("leaf of another CA", Some(&foreign), recently, true, "reissue-mesh-keys apply"),
             case("Secret lacks the token", Some(&incomplete), recently, true, "error SecretIncomplete"),
+            Case {
+                settings: ManagedSettings {
+                    image_prefixes: vec!["ghcr.io/other/".into()],
+                    ..settings.clone()
+                },
+                ..case("image not allowed", None, None, false, "error NotPermitted")
+            },
+            Case {
+                settings: ManagedSettings { image_prefixes: vec![], ..settings.clone() },
+                ..case("no image allowed at all", None, None, false, "error NotPermitted")
+            },
+            Case {
+                settings: ManagedSettings { allow_host_network: false, ..settings.clone() },
+                ..case("host network not allowed", None, None, false, "error NotPermitted")
+            },
+            Case {
+                node: agent_node(),
+                ..case("beside an existing server", None, None, false, "create no-workload")
+            },
+            Case {
+                node: agent_node(),
+                settings: ManagedSettings::default(),
+                ..case(
+                    "beside a server, nothing to permit",
+                    Some(&current),
+                    recently,
+                    true,
+                    "keep no-workload",
+                )
+            },
         ];
         for c in cases {
             let ca_result = if c.ca_ok { Ok(ca.clone()) } else { Err(WorkloadError::MeshCa("bad".into())) };
             let applied_hash = if c.same_hash { hash.clone() } else { "other".to_owned() };
             let plan = plan_workload(WorkloadInputs {
-                node: &node,
+                node: &c.node,
                 valid: c.valid,
                 missing_apis: &c.missing,
                 ca: &ca_result,
                 secret: c.secret.as_ref(),
                 last_applied: c.last_applied.map(|age| (applied_hash.as_str(), age)),
-                settings: &settings,
+                settings: &c.settings,
                 now,
             });
             assert_eq!(shape(&plan), c.want, "{}", c.name);
@@ -319,7 +412,7 @@ mod tests {
     #[test]
     fn a_kept_secret_keeps_its_credentials_and_mesh_keys_are_guarded_by_its_version() {
         let now = SystemTime::now();
-        let settings = ManagedSettings::default();
+        let settings = managed_settings();
         let node = managed_node();
         let ca = Ok(MeshCa::generate("default", now).unwrap());
         let plan = |secret: Option<&Secret>| {
@@ -350,6 +443,48 @@ mod tests {
         assert_eq!(patch["metadata"], serde_json::json!({"resourceVersion": "7"}));
         let keys: Vec<&String> = patch["data"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["mesh-ca.crt", "mesh.crt", "mesh.key"], "only the mesh keys");
+    }
+
+    /// office-a beside an existing server (`spec.agent`), as read from an API server.
+    fn agent_node() -> AsteriskNode {
+        let mut node = managed_node();
+        node.spec.managed = None;
+        node.spec.agent = Some(crate::crd::AgentEndpoint { endpoint: "https://pbx.example:7443".into() });
+        node
+    }
+
+    #[test]
+    fn the_agent_certificate_names_the_node_and_its_namespace() {
+        let now = SystemTime::now();
+        let ca = Ok(MeshCa::generate("default", now).unwrap());
+        let plan = plan_workload(WorkloadInputs {
+            node: &agent_node(),
+            valid: true,
+            missing_apis: &[],
+            ca: &ca,
+            secret: None,
+            last_applied: None,
+            settings: &ManagedSettings::default(),
+            now,
+        })
+        .unwrap();
+        let SecretStep::Create(secret) = &plan.secret else { panic!("created") };
+        assert_eq!(secret.metadata.labels.as_ref().unwrap()["asterisk.operator.dev/secret"], "node");
+        let access = plan.credentials.agent_access("default", "office-a", false);
+        assert_eq!(access.tls_domain.as_deref(), Some("office-a.default.asterisk-agent"));
+        assert_eq!(access.tls_ca_pem.as_deref(), Some(plan.credentials.tls_cert_pem.as_str()), "pinned");
+        let (_, cert) = x509_parser::pem::parse_x509_pem(plan.credentials.tls_cert_pem.as_bytes()).unwrap();
+        let cert = cert.parse_x509().unwrap();
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["DNSName(office-a.default.asterisk-agent)"]);
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! Do: each managed node's workload as [`super::workload_plan`] decided it — the namespace's
-//! mesh CA, the node's Secret (created once; only its mesh keys are ever written again), then
-//! its headless Service and StatefulSet by server-side apply; the StatefulSet's status gives the
-//! `Managed` condition, and the Secret's credentials how the controller reaches the agent.
-//! Every API error becomes a [`WorkloadError`] on that node alone; the fleet goes on.
+//! Do: each node's Secret and managed workload as [`super::workload_plan`] decided it — the
+//! namespace's mesh CA, the node's Secret (its own agent credentials; created once, only its
+//! mesh keys are ever written again), then a managed node's headless Service and StatefulSet by
+//! server-side apply; the StatefulSet's status gives the `Managed` condition, and the Secret's
+//! credentials how the controller reaches the agent. Every API error becomes a
+//! [`WorkloadError`] on that node alone; the fleet goes on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::discovery::{
@@ -20,10 +21,11 @@ use super::names::FIELD_MANAGER;
 use super::workload_plan::{
     CaPlan, ObjectStep, SecretStep, WorkloadError, WorkloadInputs, WorkloadPlan, plan_mesh_ca, plan_workload,
 };
-use crate::controller::fleet::ManagedTarget;
+use crate::controller::fleet::AgentTarget;
 use crate::controller::managed;
 use crate::controller::managed_settings::ManagedSettings;
 use crate::controller::mesh_pki::{self, MeshCa};
+use crate::controller::secret_roles::SecretRole;
 use crate::crd::{AsteriskNode, namespace_of};
 use crate::offline::LoadedFleet;
 use crate::topology::managed_workload_name;
@@ -38,50 +40,56 @@ pub(crate) struct Workloads {
 }
 
 impl Workloads {
-    /// Runs the workload of every managed node of `fleets` and says, per node, how the
-    /// controller can reach its agent (or why not).
+    /// Gives every node of `fleets` its Secret (its own agent credentials and mesh keys) and
+    /// every managed node its workload, and says, per node, how the controller can reach its
+    /// agent (or why not). Without a Secrets API, nodes beside an existing server get no target
+    /// here (their credentials come from the secrets file).
     pub async fn reconcile(
         &mut self,
         client: &Client,
-        secrets: Option<&Store<Secret>>,
+        secrets: Option<&[Arc<Secret>]>,
         fleets: &BTreeMap<String, LoadedFleet>,
         settings: &ManagedSettings,
-    ) -> BTreeMap<(String, String), ManagedTarget> {
+    ) -> BTreeMap<(String, String), AgentTarget> {
         let mut targets = BTreeMap::new();
-        let managed_nodes: Vec<(&String, &AsteriskNode, bool)> = fleets
+        let nodes: Vec<(&String, &AsteriskNode, bool)> = fleets
             .iter()
             .flat_map(|(ns, f)| {
                 f.resources
                     .nodes
                     .iter()
-                    .filter(|n| n.spec.managed.is_some())
+                    .filter(|n| n.spec.managed.is_some() || secrets.is_some())
                     .map(move |n| (ns, n, f.resolution.topology.nodes.contains_key(&n.name_any())))
             })
             .collect();
-        self.applied
-            .retain(|key, _| managed_nodes.iter().any(|(ns, n, _)| key.0 == **ns && key.1 == n.name_any()));
-        if managed_nodes.is_empty() {
+        self.applied.retain(|key, _| nodes.iter().any(|(ns, n, _)| key.0 == **ns && key.1 == n.name_any()));
+        if nodes.is_empty() {
             return targets;
         }
         let missing = self.apis.missing(client, secrets.is_some()).await;
         // The namespace's mesh CA, read (or created) once per pass for all its nodes.
         let mut cas: BTreeMap<String, Result<MeshCa, WorkloadError>> = BTreeMap::new();
-        for (ns, node, valid) in managed_nodes {
+        for (ns, node, valid) in nodes {
             let key = (ns.clone(), node.name_any());
+            let managed = node.spec.managed.is_some();
+            // A node beside an existing server needs only its Secret.
+            let needed: Vec<String> =
+                missing.iter().filter(|m| managed || m.starts_with(SECRETS_API)).cloned().collect();
             let ca = match (cas.get(ns), secrets) {
                 (Some(ca), _) => ca.clone(),
-                (None, Some(store)) if valid && missing.is_empty() => {
+                (None, Some(store)) if valid && needed.is_empty() => {
                     let ca = self.mesh_ca(client, store, ns, settings).await;
                     cas.insert(ns.clone(), ca.clone());
                     ca
                 }
                 _ => Err(WorkloadError::Pending("the namespace's mesh CA is not read yet".into())),
             };
-            let cached_secret = secrets.and_then(|s| cached(s, ns, &managed_workload_name(&key.1)));
+            let cached_secret =
+                secrets.and_then(|s| cached(s, ns, &managed_workload_name(&key.1), SecretRole::Node));
             let plan = plan_workload(WorkloadInputs {
                 node,
                 valid,
-                missing_apis: &missing,
+                missing_apis: &needed,
                 ca: &ca,
                 secret: cached_secret.as_ref(),
                 last_applied: self.applied.get(&key).map(|(h, at)| (h.as_str(), at.elapsed())),
@@ -92,13 +100,11 @@ impl Workloads {
                 Ok(plan) => self.run(client, node, plan).await,
                 Err(e) => Err(e),
             };
-            targets.insert(
-                key,
-                match target {
-                    Ok(target) => target,
-                    Err(e) => ManagedTarget { condition: e.to_condition(), access: None },
-                },
-            );
+            let target = target.unwrap_or_else(|e| AgentTarget {
+                managed: managed.then(|| e.to_condition()),
+                access: Err(e.to_string()),
+            });
+            targets.insert(key, target);
         }
         targets
     }
@@ -107,11 +113,11 @@ impl Workloads {
     async fn mesh_ca(
         &mut self,
         client: &Client,
-        secrets: &Store<Secret>,
+        secrets: &[Arc<Secret>],
         ns: &str,
         settings: &ManagedSettings,
     ) -> Result<MeshCa, WorkloadError> {
-        let cached = cached(secrets, ns, mesh_pki::CA_SECRET);
+        let cached = cached(secrets, ns, mesh_pki::CA_SECRET, SecretRole::MeshCa);
         match plan_mesh_ca(ns, cached.as_ref(), settings, SystemTime::now())? {
             CaPlan::Use(ca) => Ok(ca),
             CaPlan::Create(ca, secret) => {
@@ -127,20 +133,23 @@ impl Workloads {
         client: &Client,
         node: &AsteriskNode,
         plan: WorkloadPlan,
-    ) -> Result<ManagedTarget, WorkloadError> {
+    ) -> Result<AgentTarget, WorkloadError> {
         let ns = namespace_of(node.meta());
         let name = node.name_any();
         let workload = managed_workload_name(&name);
         match plan.secret {
             SecretStep::Keep => {}
-            SecretStep::Create(secret) => self.create(client, &secret, "the managed node's Secret").await?,
+            SecretStep::Create(secret) => self.create(client, &secret, "the node's Secret").await?,
             SecretStep::WriteMeshKeys { patch, reissued } => {
                 self.write_mesh_keys(client, &ns, &workload, &patch, reissued).await?
             }
         }
+        let managed = plan.objects.is_some();
+        let access = Ok(plan.credentials.agent_access(&ns, &name, managed));
+        let Some(objects) = plan.objects else { return Ok(AgentTarget { managed: None, access }) };
         let key = (ns.clone(), name.clone());
         let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-        let (result, applied) = match plan.objects {
+        let (result, applied) = match objects {
             ObjectStep::Observe => (sts_api.get_status(&workload).await, None),
             ObjectStep::Apply { service, stateful_set, hash } => {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -162,9 +171,9 @@ impl Workloads {
                     tracing::info!(node = %name, namespace = %ns, statefulset = %workload, "applied the managed node's Service and StatefulSet");
                     self.applied.insert(key, (hash, Instant::now()));
                 }
-                Ok(ManagedTarget {
-                    condition: managed::workload_condition(&name, sts.status.as_ref()),
-                    access: Some(plan.credentials.agent_access(&ns, &name)),
+                Ok(AgentTarget {
+                    managed: Some(managed::workload_condition(&name, sts.status.as_ref())),
+                    access,
                 })
             }
             Err(kube::Error::Api(s)) if s.code == 404 && applied.is_none() && !not_served_status(&s) => {
@@ -217,7 +226,8 @@ impl Workloads {
         }
     }
 
-    /// Creates `secret` (never replaces one: a Secret that exists already is left alone).
+    /// Creates `secret` (never replaces one: a Secret that exists already is left alone, or
+    /// labelled when it is the operator's own from before Secrets carried the label).
     async fn create(&mut self, client: &Client, secret: &Secret, what: &str) -> Result<(), WorkloadError> {
         let ns = namespace_of(secret.meta());
         let name = secret.name_any();
@@ -228,11 +238,55 @@ impl Workloads {
                 tracing::info!(secret = %name, namespace = %ns, "generated {what}");
                 Ok(())
             }
-            // Created by an earlier pass the Secret cache has not caught up with: never replace it.
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(WorkloadError::Pending(format!(
-                "Secret {ns}/{name} exists but is not in the controller's cache yet; retrying"
-            ))),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(self.adopt(&api, secret).await),
             Err(e) => Err(self.refused(e, format!("creating Secret {ns}/{name} ({what})"))),
+        }
+    }
+
+    /// `wanted` exists already without the label the controller watches for. It is labelled
+    /// when it is the operator's (owned by the same node, or the mesh CA the operator made);
+    /// anyone else's is never touched, and the condition says what to do.
+    async fn adopt(&mut self, api: &Api<Secret>, wanted: &Secret) -> WorkloadError {
+        let (ns, name) = (namespace_of(wanted.meta()), wanted.name_any());
+        let existing = match api.get(&name).await {
+            Ok(s) => s,
+            Err(e) => return self.refused(e, format!("reading Secret {ns}/{name}")),
+        };
+        let role = SecretRole::of(wanted.metadata.labels.as_ref()).unwrap_or(SecretRole::Node);
+        if SecretRole::of(existing.metadata.labels.as_ref()) == Some(role) {
+            return WorkloadError::Pending(format!(
+                "Secret {ns}/{name} exists but is not in the controller's cache yet; retrying"
+            ));
+        }
+        let owned = |s: &Secret| s.owner_references().iter().map(|o| o.uid.clone()).collect::<Vec<_>>();
+        let managed_by = |s: &Secret| s.labels().get("app.kubernetes.io/managed-by").cloned();
+        let ours = managed_by(&existing).is_some()
+            && managed_by(&existing) == managed_by(wanted)
+            && owned(wanted).iter().all(|uid| owned(&existing).contains(uid));
+        if !ours {
+            return match role {
+                SecretRole::MeshCa => WorkloadError::MeshCa(format!(
+                    "Secret {ns}/{name} exists without the label {}={}: label it to use it as the namespace's mesh CA (ca.crt, ca.key), or delete it to have one generated",
+                    crate::controller::secret_roles::LABEL,
+                    role.as_str()
+                )),
+                _ => WorkloadError::ApplyFailed(format!(
+                    "Secret {ns}/{name} exists and is not this node's (no owner reference to it): rename or delete it, and the controller generates the node's credentials"
+                )),
+            };
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": existing.resource_version(), "labels": BTreeMap::from([role.label()])}
+        });
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                tracing::info!(secret = %name, namespace = %ns, "labelled the operator's own Secret so it is watched");
+                WorkloadError::Pending(format!(
+                    "Secret {ns}/{name} labelled {}; it is read next pass",
+                    role.as_str()
+                ))
+            }
+            Err(e) => self.refused(e, format!("labelling Secret {ns}/{name}")),
         }
     }
 
@@ -247,13 +301,16 @@ impl Workloads {
     }
 }
 
-/// The Secret `name` of namespace `ns` in the controller's cache.
-fn cached(secrets: &Store<Secret>, ns: &str, name: &str) -> Option<Secret> {
+/// The Secret `name` of namespace `ns` in the controller's cache, when it is labelled for `role`.
+fn cached(secrets: &[Arc<Secret>], ns: &str, name: &str, role: SecretRole) -> Option<Secret> {
     secrets
-        .state()
-        .into_iter()
-        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)
-        .map(|s| (*s).clone())
+        .iter()
+        .find(|s| {
+            s.namespace().as_deref() == Some(ns)
+                && s.name_any() == name
+                && SecretRole::of(s.metadata.labels.as_ref()) == Some(role)
+        })
+        .map(|s| (**s).clone())
 }
 
 #[cfg(test)]
@@ -262,17 +319,15 @@ mod tests {
     //! Secrets, Services or StatefulSets).
 
     use http::Method;
-    use kube::runtime::reflector;
-    use kube::runtime::watcher;
     use serde_json::Value;
 
     use super::*;
-    use crate::agent::client::AgentAccess;
+    use crate::controller::agent_policy::AgentPolicy;
+    use crate::controller::credentials::{self, NodeCredentials};
     use crate::controller::fleet::FleetReconciler;
-    use crate::controller::managed::NodeCredentials;
     use crate::controller::mesh_pki::{LeafCheck, MeshLeaf};
     use crate::controller::mock_api::{
-        answer, managed_node, mock, not_found, resource_list, respond, silent,
+        answer, managed_node, managed_settings, mock, not_found, resource_list, respond, silent,
     };
     use crate::render;
     use crate::topology::{self, Kind, ObjectRef, ResourceSet};
@@ -295,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn a_managed_node_gets_its_secret_once_and_its_workload_by_server_side_apply() {
         let (client, mut handle) = mock();
-        let (store, mut writer) = reflector::store::<Secret>();
+        let mut store: Vec<Arc<Secret>> = Vec::new();
         let fleets = managed_fleet();
         let server = tokio::spawn(async move {
             let core = answer(&mut handle, Some(resource_list("v1", &["secrets", "services", "pods"]))).await;
@@ -312,7 +367,7 @@ mod tests {
             (vec![core, apps, ca, secret, service, sts], handle)
         });
         let mut workloads = Workloads::default();
-        let targets = workloads.reconcile(&client, Some(&store), &fleets, &ManagedSettings::default()).await;
+        let targets = workloads.reconcile(&client, Some(&store[..]), &fleets, &managed_settings()).await;
         let (seen, mut handle) = server.await.unwrap();
         let uris: Vec<(&Method, &str)> =
             seen.iter().map(|(m, u, _)| (m, u.split('?').next().unwrap())).collect();
@@ -341,9 +396,12 @@ mod tests {
         let (_, _, secret) = &seen[3];
         assert_eq!(secret["metadata"]["name"], "asterisk-office-a");
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-node");
-        for k in
-            [managed::AMI_SECRET_KEY, managed::AGENT_TOKEN_KEY, managed::TLS_CERT_KEY, managed::TLS_KEY_KEY]
-        {
+        for k in [
+            credentials::AMI_SECRET_KEY,
+            credentials::AGENT_TOKEN_KEY,
+            credentials::TLS_CERT_KEY,
+            credentials::TLS_KEY_KEY,
+        ] {
             assert!(secret["data"][k].is_string(), "{k} in {secret}");
         }
         // The node's mesh certificate, signed by that CA, naming the node.
@@ -379,12 +437,13 @@ mod tests {
         assert_eq!(names, ["asterisk", "agent"]);
         let sts_text = sts.to_string();
         let token_bytes: k8s_openapi::ByteString =
-            serde_json::from_value(secret["data"][managed::AGENT_TOKEN_KEY].clone()).unwrap();
+            serde_json::from_value(secret["data"][credentials::AGENT_TOKEN_KEY].clone()).unwrap();
         let token = String::from_utf8(token_bytes.0).unwrap();
         assert!(!sts_text.contains(&token), "the token stays in the Secret");
 
         let target = &targets[&key()];
-        assert_eq!((target.condition.status, target.condition.reason.as_str()), (true, "Running"));
+        let condition = target.managed.as_ref().unwrap();
+        assert_eq!((condition.status, condition.reason.as_str()), (true, "Running"));
         let access = target.access.as_ref().expect("the agent is reachable");
         assert_eq!(access.token.as_ref().unwrap().expose(), token, "pushes carry the node's own token");
 
@@ -392,8 +451,7 @@ mod tests {
         // created again, one GET of the StatefulSet's status replaces the two patches.
         let mut stored: Secret = serde_json::from_value(secret.clone()).unwrap();
         stored.metadata.namespace = Some("default".into());
-        writer.apply_watcher_event(&watcher::Event::Apply(stored));
-        writer.apply_watcher_event(&watcher::Event::Apply(ca_secret));
+        store.extend([Arc::new(stored), Arc::new(ca_secret)]);
         let server = tokio::spawn(async move {
             let get = respond(&mut handle, 200, |_| {
                 serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -403,14 +461,15 @@ mod tests {
             .await;
             (get, handle)
         });
-        let targets = workloads.reconcile(&client, Some(&store), &fleets, &ManagedSettings::default()).await;
+        let targets = workloads.reconcile(&client, Some(&store[..]), &fleets, &managed_settings()).await;
         let ((method, uri, _), mut handle) = server.await.unwrap();
         assert_eq!(
             (method, uri.as_str()),
             (Method::GET, "/apis/apps/v1/namespaces/default/statefulsets/asterisk-office-a/status")
         );
         let target = &targets[&key()];
-        assert_eq!((target.condition.status, target.condition.reason.as_str()), (false, "Starting"));
+        let condition = target.managed.as_ref().unwrap();
+        assert_eq!((condition.status, condition.reason.as_str()), (false, "Starting"));
         assert_eq!(target.access.as_ref().unwrap().token.as_ref().unwrap().expose(), token, "same secret");
         assert!(silent(&mut handle).await, "nothing else was sent");
     }
@@ -448,12 +507,12 @@ mod tests {
     fn pre_mesh_secret() -> Secret {
         let fleets = managed_fleet();
         let node = &fleets["default"].resources.nodes[0];
-        let creds = NodeCredentials::generate(node).unwrap();
+        let creds = NodeCredentials::generate("default", "office-a", true).unwrap();
         let leaf = MeshCa::generate("default", SystemTime::now())
             .unwrap()
             .issue("office-a", SystemTime::now())
             .unwrap();
-        let mut secret = managed::secret(node, &creds, &leaf, &ManagedSettings::default()).unwrap();
+        let mut secret = managed::secret(node, &creds, Some(&leaf), &managed_settings()).unwrap();
         for k in mesh_pki::MESH_KEYS {
             secret.data.as_mut().unwrap().remove(k);
         }
@@ -465,8 +524,9 @@ mod tests {
     async fn a_user_mesh_ca_is_reused_and_node_secrets_get_only_their_mesh_keys_written() {
         let now = SystemTime::now();
         let user_ca = MeshCa::generate("default", now).unwrap();
-        let mut ca_secret = mesh_pki::ca_secret("default", &user_ca, &ManagedSettings::default());
-        ca_secret.metadata.labels = None; // the user's own, not the controller's
+        let mut ca_secret = mesh_pki::ca_secret("default", &user_ca, &managed_settings());
+        // The user's own (not the controller's), labelled so the controller may read it.
+        ca_secret.metadata.labels = Some(BTreeMap::from([SecretRole::MeshCa.label()]));
         let old = pre_mesh_secret();
         let mut foreign = old.clone();
         let foreign_leaf = MeshCa::generate("default", now).unwrap().issue("office-a", now).unwrap();
@@ -482,9 +542,7 @@ mod tests {
             ("current leaf", &current, false),
         ] {
             let (client, mut handle) = mock();
-            let (store, mut writer) = reflector::store::<Secret>();
-            writer.apply_watcher_event(&watcher::Event::Apply(ca_secret.clone()));
-            writer.apply_watcher_event(&watcher::Event::Apply(node_secret.clone()));
+            let store = [Arc::new(ca_secret.clone()), Arc::new(node_secret.clone())];
             let server = tokio::spawn(async move {
                 let mut seen = vec![
                     answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await,
@@ -497,13 +555,12 @@ mod tests {
                 seen
             });
             let mut workloads = Workloads::default();
-            let targets = workloads
-                .reconcile(&client, Some(&store), &managed_fleet(), &ManagedSettings::default())
-                .await;
+            let targets =
+                workloads.reconcile(&client, Some(&store[..]), &managed_fleet(), &managed_settings()).await;
             let seen = server.await.unwrap();
             assert!(seen.iter().all(|(m, _, _)| m != Method::POST), "{case}: no Secret is created: {seen:?}");
             let target = &targets[&key()];
-            assert!(target.access.is_some(), "{case}: {:?}", target.condition);
+            assert!(target.access.is_ok(), "{case}: {:?}", target.managed);
             let creds = NodeCredentials::from_secret(&old).unwrap();
             assert_eq!(target.access.as_ref().unwrap().token.as_ref(), Some(&creds.agent_token), "{case}");
             let leaf = if written {
@@ -539,21 +596,20 @@ mod tests {
     #[tokio::test]
     async fn an_unusable_mesh_ca_is_a_condition_and_nothing_is_written() {
         let (client, mut handle) = mock();
-        let (store, mut writer) = reflector::store::<Secret>();
         let ca = MeshCa::generate("default", SystemTime::now()).unwrap();
-        let mut ca_secret = mesh_pki::ca_secret("default", &ca, &ManagedSettings::default());
+        let mut ca_secret = mesh_pki::ca_secret("default", &ca, &managed_settings());
         ca_secret.data.as_mut().unwrap().remove(mesh_pki::CA_KEY_KEY);
-        writer.apply_watcher_event(&watcher::Event::Apply(ca_secret));
+        let store = [Arc::new(ca_secret)];
         let server = tokio::spawn(async move {
             answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await;
             answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await;
             assert!(silent(&mut handle).await, "nothing is created or applied");
         });
         let targets = Workloads::default()
-            .reconcile(&client, Some(&store), &managed_fleet(), &ManagedSettings::default())
+            .reconcile(&client, Some(&store[..]), &managed_fleet(), &managed_settings())
             .await;
         server.await.unwrap();
-        let c = &targets[&key()].condition;
+        let c = targets[&key()].managed.as_ref().unwrap();
         assert_eq!((c.status, c.reason.as_str()), (false, "MeshCAInvalid"));
         assert!(c.message.starts_with("Secret default/asterisk-mesh-ca: data.ca.key is missing"), "{c:?}");
     }
@@ -561,7 +617,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_without_apps_v1_degrades_to_a_condition() {
         let (client, mut handle) = mock();
-        let (store, _writer) = reflector::store::<Secret>();
+        let store: Vec<Arc<Secret>> = Vec::new();
         let fleets = managed_fleet();
         let server = tokio::spawn(async move {
             answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await;
@@ -569,31 +625,25 @@ mod tests {
             (apps, handle)
         });
         let mut workloads = Workloads::default();
-        let targets = workloads.reconcile(&client, Some(&store), &fleets, &ManagedSettings::default()).await;
+        let targets = workloads.reconcile(&client, Some(&store[..]), &fleets, &managed_settings()).await;
         let ((_, uri, _), mut handle) = server.await.unwrap();
         assert_eq!(uri, "/apis/apps/v1");
         let target = &targets[&key()];
-        assert_eq!(target.condition.type_, "Managed");
-        assert_eq!(
-            (target.condition.status, target.condition.reason.as_str()),
-            (false, "WorkloadAPIUnavailable")
-        );
-        assert!(
-            target.condition.message.contains("does not serve apps/v1 StatefulSets"),
-            "{:?}",
-            target.condition
-        );
-        assert!(!target.condition.message.contains("v1 Secrets"), "only what is missing is named");
-        assert!(target.access.is_none(), "nothing to push to");
+        let condition = target.managed.as_ref().unwrap();
+        assert_eq!(condition.type_, "Managed");
+        assert_eq!((condition.status, condition.reason.as_str()), (false, "WorkloadAPIUnavailable"));
+        assert!(condition.message.contains("does not serve apps/v1 StatefulSets"), "{condition:?}");
+        assert!(!condition.message.contains("v1 Secrets"), "only what is missing is named");
+        assert!(target.access.is_err(), "nothing to push to");
         assert!(silent(&mut handle).await, "no Secret or Service is created for a workload that cannot run");
 
         // The next pass, within the rediscovery interval, asks nothing and says the same.
-        let again = workloads.reconcile(&client, Some(&store), &fleets, &ManagedSettings::default()).await;
-        assert_eq!(again[&key()].condition, target.condition);
+        let again = workloads.reconcile(&client, Some(&store[..]), &fleets, &managed_settings()).await;
+        assert_eq!(again[&key()].managed, target.managed);
 
         // The fleet: the node is not pushed to, and its status says why.
-        let mut fleet = FleetReconciler::new(AgentAccess::default());
-        fleet.set_managed(again);
+        let mut fleet = FleetReconciler::new(AgentPolicy::default());
+        fleet.set_targets(again);
         fleet.reconcile(&fleets).await;
         let status = &fleet.statuses()[&ObjectRef::new(Kind::AsteriskNode, "default", "office-a")];
         let applied = status.conditions().iter().find(|c| c.type_ == "ConfigApplied").unwrap();
@@ -606,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_cluster_a_managed_node_says_it_needs_one() {
         let fleets = managed_fleet();
-        let mut fleet = FleetReconciler::new(AgentAccess::default());
+        let mut fleet = FleetReconciler::new(AgentPolicy::default());
         let report = fleet.reconcile(&fleets).await;
         assert_eq!(report.pushed.get("default/office-a"), Some(&false));
         let status = &fleet.statuses()[&ObjectRef::new(Kind::AsteriskNode, "default", "office-a")];

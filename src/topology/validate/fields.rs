@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::Reporter;
 use crate::crd::SecretKeyRef;
 use crate::secret::SecretValue;
-use crate::topology::{RSA_PRIVATE_KEY, RSA_PUBLIC_KEY, Reason, ResourceSet};
+use crate::topology::{RSA_PRIVATE_KEY, RSA_PUBLIC_KEY, Reason, ResourceSet, SecretSource};
 
 /// A context or mailbox context: letters, digits, '_' and '-', at most `max` of them.
 pub(super) fn is_name(s: &str, max: usize) -> bool {
@@ -63,17 +63,23 @@ pub(super) fn secret_value(
     key: &str,
 ) -> Option<SecretValue> {
     let Some(value) = set.secrets.get(&reference.name).and_then(|s| s.get(key)) else {
-        let problem = if set.secrets.contains_key(&reference.name) {
-            format!("Secret {:?} has no key {key:?}", reference.name)
-        } else {
-            format!("Secret {:?} does not exist", reference.name)
+        let (problem, fix) = match (set.secrets.contains_key(&reference.name), set.secret_source) {
+            (true, _) => (
+                format!("Secret {:?} has no key {key:?}", reference.name),
+                "add the key to the Secret, or remove the reference to have a Secret generated",
+            ),
+            (false, SecretSource::Files) => (
+                format!("Secret {:?} does not exist", reference.name),
+                "create the Secret with that key, or remove the reference to have one generated",
+            ),
+            // Whether an unlabelled Secret of that name exists is not the resource author's
+            // business: the message is the same either way.
+            (false, SecretSource::Labelled) => (
+                format!("Secret {:?} is not available to the operator", reference.name),
+                "create it with that key and the label asterisk.operator.dev/secret=usable (the operator reads no other Secret), or remove the reference to have one generated",
+            ),
         };
-        r.error(
-            field,
-            Reason::MissingSecret,
-            problem,
-            "create the Secret with that key, or remove the reference to have one generated",
-        );
+        r.error(field, Reason::MissingSecret, problem, fix);
         return None;
     };
     if key == RSA_PRIVATE_KEY || key == RSA_PUBLIC_KEY {
