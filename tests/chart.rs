@@ -43,9 +43,10 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// Every toggle on (and the optional token volume), for the "everything" rendering.
+/// Every toggle on (and namespaced RBAC), for the "everything" rendering.
 const ALL_ON: &str = "serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true,\
-dashboard.enabled=true,controller.agentTokenSecret=agent-token,serviceMonitor.additionalLabels.release=kps";
+dashboard.enabled=true,serviceMonitor.additionalLabels.release=kps,managed.allowHostNetwork=true,\
+agents.endpointHosts={*.pbx.example},watchNamespaces={tenant-a,tenant-b}";
 
 fn template(set: Option<&str>) -> Vec<Value> {
     let mut cmd = Command::new(helm());

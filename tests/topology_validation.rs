@@ -435,3 +435,48 @@ spec: {{protocol: iax2, ends: [office-a, {name}]}}
         "pushed to pod 0 under the headless Service"
     );
 }
+
+#[test]
+fn trunk_names_that_collide_with_rendered_sections() {
+    // A trunk is rendered as sections named after it on both ends: a name like an extension
+    // (a phone's sections), iax.conf's [general], the operator's own names and other trunks'
+    // derived sections would all collide.
+    for (name, says) in [
+        ("3001", "does not start with a letter"),
+        ("general", "iax.conf's own [general] section"),
+        ("operator-transport", "the operator's own sections"),
+        ("a-b-in", "the sections the operator renders for trunk \"a-b\""),
+        ("a-b-auth", "the sections the operator renders for trunk \"a-b\""),
+        ("x-registration", "for trunk \"x\""),
+    ] {
+        let res = resolve_with(&format!(
+            "apiVersion: asterisk.operator.dev/v1alpha1\nkind: Trunk\nmetadata: {{name: \"{name}\"}}\nspec: {{protocol: pjsip, ends: [office-a, office-b], priority: 2}}\n"
+        ));
+        let e = single_error(&res, Kind::Trunk, name, "metadata.name", Reason::ReservedName);
+        assert!(e.problem.contains(says), "{name}: {e}");
+        assert!(e.fix.contains("rename the trunk"), "{e}");
+        base_still_works(&res);
+        assert!(!res.topology.trunks.contains_key(name));
+    }
+}
+
+#[test]
+fn phone_contexts_that_are_not_contexts_or_the_operators() {
+    for context in ["general", "globals", "operator-routes", "operator-local", "operator-from-a-b"] {
+        let res = resolve_with(&format!(
+            "apiVersion: asterisk.operator.dev/v1alpha1\nkind: AsteriskNode\nmetadata: {{name: office-c}}\nspec: {{numbering: {{prefixes: [\"5\"], length: 4}}, address: 192.0.2.30, agent: {{endpoint: \"https://c:7443\"}}, phoneContext: {context}}}\n---\napiVersion: asterisk.operator.dev/v1alpha1\nkind: Trunk\nmetadata: {{name: a-c}}\nspec: {{protocol: iax2, ends: [office-a, office-c]}}\n"
+        ));
+        let e = res
+            .errors
+            .iter()
+            .find(|e| e.object.name == "office-c")
+            .unwrap_or_else(|| panic!("{context}: {:#?}", res.errors));
+        assert_eq!(
+            (e.field.as_str(), e.reason),
+            ("spec.phoneContext", Reason::ReservedName),
+            "{context}: {e}"
+        );
+        assert!(e.fix.contains("operator-phones"), "{e}");
+        base_still_works(&res);
+    }
+}

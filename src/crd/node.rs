@@ -75,7 +75,7 @@ pub struct AsteriskNodeSpec {
 }
 
 fn default_phone_context() -> String {
-    "operator-phones".to_owned()
+    super::rules::DEFAULT_PHONE_CONTEXT.to_owned()
 }
 
 /// A node's numbering plan: every number of `length` digits that starts with one of `prefixes`.

@@ -130,3 +130,17 @@ pub fn render(topology: &Topology, node: &str) -> Option<Bundle> {
 pub fn render_all(topology: &Topology) -> std::collections::BTreeMap<String, Bundle> {
     topology.nodes.keys().filter_map(|n| render(topology, n).map(|b| (n.clone(), b))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::rules::{OPERATOR_PREFIX, phone_context_conflict, trunk_name_conflict};
+
+    #[test]
+    fn the_operators_own_names_are_the_reserved_ones() {
+        for name in [LOCAL_CONTEXT, ROUTES_CONTEXT, &incoming_context("a-b")] {
+            assert!(phone_context_conflict(name).is_some(), "{name} is not reserved as a context");
+        }
+        assert!(TRANSPORT.starts_with(OPERATOR_PREFIX) && trunk_name_conflict(TRANSPORT).is_some());
+    }
+}

@@ -106,7 +106,8 @@ fn trunk_sections(out: &mut ConfigText, node: &Node, remote: &Node, trunk: &Trun
         .set("from_user", name)
         .set("direct_media", "no");
     if !trunk.permit.is_empty() {
-        out.set("deny", "0.0.0.0/0.0.0.0");
+        // Deny both families, then permit: with an IPv4 deny alone, any IPv6 source passes.
+        out.set("deny", "0.0.0.0/0.0.0.0").set("deny", "::/0");
         for net in &trunk.permit {
             out.set("permit", net);
         }

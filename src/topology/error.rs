@@ -86,6 +86,8 @@ pub enum Reason {
     Unreachable,
     /// A BLF target extension that no phone of the fleet has.
     UnknownTarget,
+    /// A name the rendered configuration already uses for something else.
+    ReservedName,
 }
 
 impl Reason {
@@ -105,6 +107,7 @@ impl Reason {
             Self::AuthMismatch => "AuthMismatch",
             Self::Unreachable => "Unreachable",
             Self::UnknownTarget => "UnknownTarget",
+            Self::ReservedName => "ReservedName",
         }
     }
 }

@@ -43,3 +43,40 @@ app.kubernetes.io/component: controller
 {{- define "asterisk-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* The controller's rules: exactly the calls it makes (tests/chart_rbac.rs keeps them equal). */}}
+{{- define "asterisk-operator.rules" }}
+rules:
+  # The fleet: watched; finalizers on the resources whose deletion waits for their nodes;
+  # conditions through the status subresource (server-side apply).
+  - apiGroups: ["asterisk.operator.dev"]
+    resources: ["asterisknodes"]
+    verbs: ["list", "watch"]
+  - apiGroups: ["asterisk.operator.dev"]
+    resources: ["trunks", "phones", "blfsubscriptions"]
+    verbs: ["list", "watch", "patch"]
+  - apiGroups: ["asterisk.operator.dev"]
+    resources: ["asterisknodes/status", "trunks/status", "phones/status", "blfsubscriptions/status"]
+    verbs: ["patch"]
+  # Secrets: listed and watched only with the label asterisk.operator.dev/secret (RBAC cannot
+  # express a label; the code asks for no other), created when generated (default phone and
+  # trunk secrets, each node's credentials, the mesh CA), read back by name and labelled when one
+  # it made before the label exists, patched to add a node's mesh keys.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  # Managed nodes' workloads, by server-side apply; the StatefulSet's status says when its pod runs.
+  - apiGroups: [""]
+    resources: ["services"]
+    verbs: ["patch"]
+  - apiGroups: ["apps"]
+    resources: ["statefulsets"]
+    verbs: ["patch"]
+  - apiGroups: ["apps"]
+    resources: ["statefulsets/status"]
+    verbs: ["get"]
+  # Events about the resources (kube-rs's recorder: created, then patched as a series repeats).
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+{{- end }}

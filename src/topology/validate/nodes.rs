@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::fields::{check_codecs, is_digits, is_name, valid_cidr};
 use super::{Report, Reporter, candidates};
-use crate::crd::rules::{HOST_FIX, is_host};
+use crate::crd::rules::{HOST_FIX, is_host, phone_context_conflict};
 use crate::crd::{AsteriskNode, AsteriskNodeSpec, NatSettings, NumberingPlan};
 use crate::topology::{Kind, Node, Reason, managed_agent_endpoint};
 
@@ -106,12 +106,20 @@ fn listeners(spec: &AsteriskNodeSpec, r: &mut Reporter) {
             r.check(bind.parse::<IpAddr>().is_ok(), field, bind, "use an IP address of this server");
         }
     }
-    r.check(
+    let context_ok = r.check(
         is_name(&spec.phone_context, 79),
         "spec.phoneContext",
         &spec.phone_context,
         "use 1-79 letters, digits, '_' or '-'",
     );
+    if let Some(conflict) = phone_context_conflict(&spec.phone_context).filter(|_| context_ok) {
+        r.error(
+            "spec.phoneContext",
+            Reason::ReservedName,
+            conflict,
+            "pick another context name (or leave the field out for the default operator-phones)",
+        );
+    }
     check_codecs(r, "spec.codecs", &spec.codecs);
     if let Some(nat) = &spec.nat {
         nat_settings(nat, r);

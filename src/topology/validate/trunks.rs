@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::fields::{check_codecs, secret_value, valid_cidr};
 use super::{Report, candidates};
+use crate::crd::rules::trunk_name_conflict;
 use crate::crd::{AuthMethod, Trunk, TrunkProtocol};
 use crate::topology::{
     Kind, Node, RSA_PRIVATE_KEY, RSA_PUBLIC_KEY, Reason, ResourceSet, TrunkCredential, TrunkLink,
@@ -22,6 +23,15 @@ pub(in crate::topology) fn trunks(
     for (name, trunk) in candidates(Kind::Trunk, list, report) {
         let spec = &trunk.spec;
         let mut r = report.on(Kind::Trunk, &name);
+        if let Some(conflict) = trunk_name_conflict(&name) {
+            r.error(
+                "metadata.name",
+                Reason::ReservedName,
+                conflict,
+                "rename the trunk: start with a letter, avoid general, the operator- prefix and the -in, -auth, -identify and -registration endings",
+            );
+            continue;
+        }
         if spec.ends.len() != 2 {
             r.error(
                 "spec.ends",
