@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -47,6 +48,9 @@ pub const HTTP_PORT: u16 = 9090;
 pub const MESH_PORT: u16 = 7444;
 /// The AMI user of a managed pod (the least-privilege user of docs/agent.md).
 pub const AMI_USER: &str = "asterisk-operator";
+/// The pod volume holding only the AMI secret ([`AMI_SECRET_KEY`]) of the node's Secret: all
+/// the `bootstrap` init container needs of it.
+pub const AMI_SECRET_VOLUME: &str = "ami-secret";
 
 /// Where the pod's volumes are mounted.
 pub mod paths {
@@ -223,6 +227,19 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// An exec probe running `asterisk -rx <cli>` in the asterisk container: it answers through
+/// Asterisk's control socket (in the `run` volume), and exits 1 when Asterisk does not.
+fn asterisk_probe(cli: &str, period: i32, failures: i32) -> Probe {
+    let command = [paths::ASTERISK_BIN, "-C", &format!("{}/asterisk.conf", paths::CONFIG), "-rx", cli];
+    Probe {
+        exec: Some(ExecAction { command: Some(command.map(String::from).to_vec()) }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
 fn secret_file(key: &str) -> String {
     format!("{}/{key}", paths::SECRET)
 }
@@ -284,7 +301,8 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
             .map(String::from)
             .to_vec(),
         ),
-        volume_mounts: Some(vec![config.clone(), secret.clone()]),
+        // Only the AMI secret: the init container never sees the token or the keys.
+        volume_mounts: Some(vec![config.clone(), mount(AMI_SECRET_VOLUME, paths::SECRET, true)]),
         security_context: Some(restricted()),
         ..Container::default()
     };
@@ -315,10 +333,11 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
             mount("logs", paths::LOGS, false),
             mount("run", paths::RUN, false),
         ]),
-        // The agent answers /healthz only while Asterisk answers an AMI Ping: restart Asterisk
-        // when it stops answering (monit's "restart if failed"). Up to 60 s to boot first.
-        startup_probe: Some(http_probe("/healthz", 2, 30)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        // Asterisk itself, through its control socket: restart it when it stops answering
+        // (monit's "restart if failed"), never because the agent sidecar is down or restarting.
+        // Up to 60 s to boot first.
+        startup_probe: Some(asterisk_probe("core waitfullybooted", 2, 30)),
+        liveness_probe: Some(asterisk_probe("core show uptime", 10, 3)),
         security_context: Some(restricted()),
         ..Container::default()
     };
@@ -423,6 +442,20 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(workload.clone()),
                     // Owner and group (fsGroup) read; nobody else.
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: AMI_SECRET_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(workload.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: AMI_SECRET_KEY.into(),
+                        path: AMI_SECRET_KEY.into(),
+                        ..KeyToPath::default()
+                    }]),
                     default_mode: Some(0o440),
                     ..SecretVolumeSource::default()
                 }),
@@ -557,7 +590,7 @@ mod tests {
         assert_eq!(flag(bootstrap, "--keys-dir"), Some("/var/lib/asterisk/keys"));
         assert_eq!(flag(bootstrap, "--ami-secret-file"), Some("/run/secrets/asterisk-operator/ami-secret"));
         assert_eq!(mounts(bootstrap)["config"], ("/etc/asterisk", false));
-        assert_eq!(mounts(bootstrap)["secret"], ("/run/secrets/asterisk-operator", true));
+        assert_eq!(mounts(bootstrap)["ami-secret"], ("/run/secrets/asterisk-operator", true));
 
         let asterisk = container(pod, "asterisk");
         assert_eq!(
@@ -577,10 +610,7 @@ mod tests {
         assert_eq!(m["keys"], ("/var/lib/asterisk/keys", false));
         assert_eq!(m["logs"], ("/var/log/asterisk", false));
         assert!(!m.contains_key("secret"), "Asterisk reads its AMI secret from manager.conf, not the Secret");
-        let live = asterisk.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!((live.path.as_deref(), &live.port), (Some("/healthz"), &IntOrString::Int(9090)));
         let startup = asterisk.startup_probe.as_ref().unwrap();
-        assert_eq!(startup.http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
         assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 60);
 
         let agent = container(pod, "agent");
@@ -630,6 +660,61 @@ mod tests {
         assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
         assert_eq!(pod.host_network, None);
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirst"));
+    }
+
+    /// An agent crash loop must never restart a healthy Asterisk: the asterisk container's
+    /// probes ask Asterisk through its control socket (nothing of the agent's), and the socket's
+    /// directory and the config they name are mounted in that container.
+    #[test]
+    fn asterisk_probes_ask_asterisk_itself_not_the_agent() {
+        let sts = stateful_set(&node(false), &settings(), &leaf()).unwrap();
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let asterisk = container(&pod, "asterisk");
+        let cli = |probe: Option<&Probe>| {
+            let p = probe.expect("probe");
+            assert!(p.http_get.is_none() && p.tcp_socket.is_none() && p.grpc.is_none(), "{p:?}");
+            assert_eq!(p.timeout_seconds, Some(5), "a hung Asterisk fails the probe: {p:?}");
+            p.exec.as_ref().unwrap().command.clone().unwrap()
+        };
+        let rx =
+            |c: &str| ["/usr/sbin/asterisk", "-C", "/etc/asterisk/asterisk.conf", "-rx", c].map(String::from);
+        assert_eq!(cli(asterisk.startup_probe.as_ref()), rx("core waitfullybooted"));
+        assert_eq!(cli(asterisk.liveness_probe.as_ref()), rx("core show uptime"));
+        assert!(asterisk.readiness_probe.is_none(), "readiness is the agent's (an apply failed)");
+        let m = mounts(asterisk);
+        assert_eq!((m["run"], m["config"]), (("/run/asterisk", false), ("/etc/asterisk", false)));
+        // Nothing of the asterisk container's health depends on the agent's ports.
+        let agent = container(&pod, "agent");
+        let agent_ports: Vec<_> = agent.ports.iter().flatten().map(|p| p.container_port).collect();
+        let text = serde_json::to_string(&(&asterisk.startup_probe, &asterisk.liveness_probe)).unwrap();
+        for port in agent_ports {
+            assert!(!text.contains(&port.to_string()), "the asterisk probes use agent port {port}: {text}");
+        }
+    }
+
+    /// The init container runs before anything else and needs only the AMI secret (for
+    /// manager.conf): its volume projects that one key of the Secret.
+    #[test]
+    fn bootstrap_sees_only_the_ami_secret() {
+        let sts = stateful_set(&node(false), &settings(), &leaf()).unwrap();
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let bootstrap = container(&pod, "bootstrap");
+        let m = mounts(bootstrap);
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), ["ami-secret", "config"]);
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == AMI_SECRET_VOLUME).unwrap();
+        let source = volume.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("asterisk-office-a"));
+        let items: Vec<_> =
+            source.items.iter().flatten().map(|i| (i.key.as_str(), i.path.as_str())).collect();
+        assert_eq!(items, [(AMI_SECRET_KEY, AMI_SECRET_KEY)], "one key, at the file name the flag names");
+        assert_eq!(source.default_mode, Some(0o440));
+        assert_eq!(
+            flag(bootstrap, "--ami-secret-file"),
+            Some(format!("{}/{}", m["ami-secret"].0, AMI_SECRET_KEY).as_str())
+        );
+        // The agent keeps the whole Secret, and the asterisk container none of it.
+        assert_eq!(mounts(container(&pod, "agent"))["secret"], ("/run/secrets/asterisk-operator", true));
+        assert!(!mounts(container(&pod, "asterisk")).keys().any(|k| k.contains("secret")));
     }
 
     #[test]

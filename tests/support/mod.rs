@@ -8,3 +8,4 @@ pub mod baresip;
 pub mod fake_ami;
 pub mod fleet;
 pub mod mesh;
+pub mod pod;
