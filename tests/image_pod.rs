@@ -297,7 +297,7 @@ fn managed_pods_from_the_real_image_take_bundles_mirror_lamps_and_survive_their_
             let credentials = NodeCredentials::generate(NAMESPACE, name, true).unwrap();
             let leaf = ca.issue(name, now).unwrap();
             let secret = managed::secret(&node, &credentials, Some(&leaf), &settings).unwrap();
-            let stateful_set = managed::stateful_set(&node, &settings, &leaf).unwrap();
+            let stateful_set = managed::stateful_set(&node, &settings).unwrap();
             (*name, ManagedNode { credentials, stateful_set, secret })
         })
         .collect();

@@ -667,7 +667,7 @@ mod tests {
     /// directory and the config they name are mounted in that container.
     #[test]
     fn asterisk_probes_ask_asterisk_itself_not_the_agent() {
-        let sts = stateful_set(&node(false), &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&node(false), &settings()).unwrap();
         let pod = sts.spec.unwrap().template.spec.unwrap();
         let asterisk = container(&pod, "asterisk");
         let cli = |probe: Option<&Probe>| {
@@ -696,7 +696,7 @@ mod tests {
     /// manager.conf): its volume projects that one key of the Secret.
     #[test]
     fn bootstrap_sees_only_the_ami_secret() {
-        let sts = stateful_set(&node(false), &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&node(false), &settings()).unwrap();
         let pod = sts.spec.unwrap().template.spec.unwrap();
         let bootstrap = container(&pod, "bootstrap");
         let m = mounts(bootstrap);
