@@ -98,12 +98,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render { files, out, strict } => {
             let report = offline::render_manifests(&files, &out, strict)?;
             print!("{}", report.summary());
-            let errors: Vec<_> = report.errors().collect();
+            let errors = report.problems();
             if errors.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!(
-                "{} invalid resources{}:",
+                "{} invalid resources or documents{}:",
                 errors.len(),
                 if strict { " (--strict: nothing written)" } else { " (left out; the rest was written)" }
             );

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::manifest::{self, ManifestError, Manifests};
+use crate::manifest::{self, DocumentError, ManifestError, Manifests};
 use crate::render::{self, Bundle, BundleError};
 use crate::secret::SecretValue;
 use crate::topology::{self, Resolution, ValidationError};
@@ -46,6 +46,9 @@ pub struct RenderReport {
     pub fleets: BTreeMap<String, FleetReport>,
     /// Documents of other kinds that were skipped.
     pub ignored: Vec<String>,
+    /// Documents left out because they could not be read (each named with its file, number,
+    /// field and fix).
+    pub document_errors: Vec<DocumentError>,
     /// `namespace/secret/key` of every secret generated in this run.
     pub generated_secrets: Vec<String>,
 }
@@ -65,6 +68,12 @@ impl RenderReport {
     /// Every validation error of every namespace.
     pub fn errors(&self) -> impl Iterator<Item = &ValidationError> {
         self.fleets.values().flat_map(|f| f.resolution.errors.iter())
+    }
+
+    /// Every problem for people: unreadable documents first, then invalid resources.
+    pub fn problems(&self) -> Vec<String> {
+        let documents = self.document_errors.iter().map(ToString::to_string);
+        documents.chain(self.errors().map(ToString::to_string)).collect()
     }
 
     /// A summary for people: nodes, phones, trunks, routes, BLF mirrors and hashes.
@@ -134,6 +143,8 @@ pub struct LoadedFleets {
     pub generated: BTreeMap<String, BTreeMap<String, BTreeMap<String, SecretValue>>>,
     /// Documents of other kinds that were skipped.
     pub ignored: Vec<String>,
+    /// Documents left out because they could not be read.
+    pub document_errors: Vec<DocumentError>,
 }
 
 /// One namespace's fleet.
@@ -166,10 +177,14 @@ pub fn load_fleets(inputs: &[PathBuf], kept_secrets: &Path) -> Result<LoadedFlee
         !(s.nodes.is_empty() && s.trunks.is_empty() && s.phones.is_empty() && s.blf_subscriptions.is_empty())
     };
     manifests.namespaces.retain(|_, s| has_resources(s));
-    if manifests.namespaces.is_empty() {
+    if manifests.namespaces.is_empty() && manifests.errors.is_empty() {
         return Err(OfflineError::Empty);
     }
-    let mut loaded = LoadedFleets { ignored: manifests.ignored, ..LoadedFleets::default() };
+    let mut loaded = LoadedFleets {
+        ignored: manifests.ignored,
+        document_errors: manifests.errors,
+        ..LoadedFleets::default()
+    };
     for (namespace, mut set) in manifests.namespaces {
         for missing in topology::missing_secrets(&set) {
             let value = SecretValue::generate();
@@ -197,7 +212,11 @@ pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<
     let kept = out.join(SECRETS_FILE);
     let loaded = load_fleets(inputs, &kept)?;
     let several = loaded.fleets.len() > 1;
-    let mut report = RenderReport { ignored: loaded.ignored, ..RenderReport::default() };
+    let mut report = RenderReport {
+        ignored: loaded.ignored,
+        document_errors: loaded.document_errors,
+        ..RenderReport::default()
+    };
     for (namespace, secrets) in &loaded.generated {
         for (name, keys) in secrets {
             report.generated_secrets.extend(keys.keys().map(|key| format!("{namespace}/{name}/{key}")));
@@ -209,7 +228,7 @@ pub fn render_manifests(inputs: &[PathBuf], out: &Path, strict: bool) -> Result<
             .fleets
             .insert(namespace, FleetReport { resolution: fleet.resolution, bundles: fleet.bundles, dir });
     }
-    if strict && report.errors().next().is_some() {
+    if strict && !report.problems().is_empty() {
         return Ok(report);
     }
     for fleet in report.fleets.values() {

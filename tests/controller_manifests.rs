@@ -255,3 +255,91 @@ fn manifests_mode_applies_edits_and_deletes_through_real_agents() {
     }
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// A running `--manifests` controller meets a file with a schema error: it keeps running, every
+/// valid resource is still reconciled (an edit elsewhere reaches Asterisk), and the status file
+/// names the file, the document, the field and the fix until the file is corrected.
+#[test]
+fn a_mistyped_manifest_is_reported_and_the_rest_of_the_fleet_keeps_being_reconciled() {
+    use asterisk_operator::controller::manifests::run;
+    use asterisk_operator::controller::metrics::ControllerMetrics;
+    use std::time::{Duration, Instant};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (mut set, addrs) = on_loopback(fleet::example("two-offices"));
+    set.secrets.clear();
+    let (nodes, agents) = ag::boot_with_agents(&rt, &mut set, &addrs);
+    let work = std::env::temp_dir().join(format!("ao-controller-schema-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let dir = work.join("fleet");
+    write_manifests(&dir, &set);
+    let status_file = work.join("status.yaml");
+    let opts = ManifestsOptions {
+        inputs: vec![dir.clone()],
+        status_file: status_file.clone(),
+        secrets_file: work.join("secrets.yaml"),
+        agents: AgentPolicy { allow_plaintext_loopback: true, ..AgentPolicy::default() },
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = rt.spawn(async move {
+        let metrics = ControllerMetrics::default();
+        run(opts, Duration::from_millis(200), false, &metrics, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let wait_status = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&status_file).unwrap_or_default();
+            if pred(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "status file never showed {what}:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_status("both nodes applied", &|t| t.matches("reason: Applied").count() >= 2);
+
+    // A second document in a new file has `nat: maybe`; at the same time a valid phone changes.
+    let broken = dir.join("phone-broken.yaml");
+    std::fs::write(
+        &broken,
+        "# a desk phone\n---\napiVersion: asterisk.operator.dev/v1alpha1\nkind: Phone\nmetadata: {name: lobby}\n\
+         spec: {node: office-a, extension: \"3010\", nat: maybe}\n",
+    )
+    .unwrap();
+    let phone = dir.join("phone-accounts.yaml");
+    std::fs::write(&phone, std::fs::read_to_string(&phone).unwrap().replace("Accounts", "Accounts Two"))
+        .unwrap();
+    let text = wait_status("the broken document", &|t| t.contains("phone-broken.yaml"));
+    assert!(text.contains("reason: InvalidField"), "{text}");
+    assert!(
+        text.contains("kind: Phone") && text.contains("name: lobby") && text.contains("document: 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spec.nat: invalid type: string \\\"maybe\\\", expected a boolean; give a boolean")
+            || text.contains("spec.nat: invalid type: string \"maybe\", expected a boolean; give a boolean"),
+        "{text}"
+    );
+    let a = &nodes["office-a"];
+    a.wait_for("pjsip show endpoint 3002", Duration::from_secs(20), |o| o.contains("Accounts Two"));
+    assert!(!a.rx("pjsip show endpoints").contains("3010"), "the broken phone is left out");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!controller.is_finished(), "the controller stopped on a mistyped manifest");
+
+    // Corrected: the phone is configured, the error is gone from the status file.
+    std::fs::write(&broken, std::fs::read_to_string(&broken).unwrap().replace("nat: maybe", "nat: true"))
+        .unwrap();
+    a.wait_for("pjsip show endpoints", Duration::from_secs(20), |o| o.contains(" 3010/"));
+    wait_status("the error gone", &|t| !t.contains("phone-broken.yaml"));
+
+    stop.send(()).unwrap();
+    let report = rt.block_on(controller).unwrap().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for agent in agents.into_values() {
+        rt.block_on(agent.shutdown());
+    }
+    std::fs::remove_dir_all(&work).unwrap();
+}

@@ -32,6 +32,7 @@ use support::agent::{self as ag, get, parse_metrics, value};
 use support::fleet::{self, on_loopback};
 use support::mesh::{
     self as m, Pki, TestMesh, ami_config, drive_device, mount_leaf, owner_up, pair_plans, subscribes,
+    subscription,
 };
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -136,7 +137,8 @@ async fn a_user_ca_made_with_openssl_signs_managed_leaves_that_outside_agents_ac
     // A leaf of a CA the controller generated elsewhere is not the fleet's.
     let stranger = MeshCa::generate("pbx", now).unwrap();
     let foreign_a = mount_leaf(&dir.join("x"), &stranger.issue("office-a", now).unwrap());
-    assert!(!subscribes(managed_b, foreign_a).await, "another CA's leaf subscribed");
+    let refusal = subscription(managed_b, foreign_a).await.expect_err("another CA's leaf subscribed");
+    assert!(refusal.at_watcher.contains("UnknownIssuer"), "{refusal:?}");
 
     // What the controller refuses to sign with: another key, a leaf, an expired CA.
     let e = MeshCa::from_secret(&user_ca_secret(&crt, stranger.key_pem().expose().as_bytes()), now)

@@ -104,6 +104,9 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "AO_AGENT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
+    /// Test-only fault injection (`hold-before-reload`): the crash tests use it; never set it.
+    #[arg(long, env = "AO_AGENT_TEST_FAULT", hide = true)]
+    pub test_fault: Option<super::node::Fault>,
     /// Serve the desk phones' files over TFTP, on ADDR[:PORT] (alone: 0.0.0.0:69).
     #[arg(long, env = "AO_AGENT_PROVISION_TFTP", num_args = 0..=1, default_missing_value = "0.0.0.0:69", value_parser = listen_addr(crate::provision::TFTP_PORT))]
     pub provision_tftp: Option<SocketAddr>,
@@ -163,6 +166,7 @@ impl AgentArgs {
         node.poll_interval = Duration::from_secs_f64(self.poll_interval);
         node.per_phone_metrics = self.per_phone_metrics;
         node.sip_probe = self.sip_probe;
+        node.fault = self.test_fault;
         let serves_phones =
             self.provision_tftp.is_some() || self.provision_http.is_some() || self.provision_https.is_some();
         node.provisioning_file = serves_phones.then(|| self.provisioning_file.clone());
@@ -294,6 +298,7 @@ pub fn result_json(r: &super::proto::ApplyResult) -> String {
         "reloadedModules": r.reloaded_modules,
         "rolledBack": r.rolled_back,
         "superseded": r.superseded,
+        "restartRequired": r.restart_required,
         "durationSeconds": r.duration_seconds,
         "error": r.error.as_ref().map(|e| serde_json::json!({"file": e.file, "message": e.message})),
     })
@@ -316,6 +321,12 @@ pub fn result_text(node: &str, bundle: &Bundle, r: &super::proto::ApplyResult) -
             r.duration_seconds,
             r.changed_files.join(", "),
             r.reloaded_modules.join(", ")
+        );
+    } else if !r.restart_required.is_empty() {
+        s += &format!(
+            "{node}: bundle {} written and reloaded, but NOT all in force: {}\n",
+            bundle.short_hash(),
+            r.restart_required
         );
     } else {
         let e = r.error.clone().unwrap_or_default();

@@ -111,7 +111,9 @@ pub async fn connect(opts: &ClientOptions) -> Result<AgentClient, AgentError> {
             })?),
             None => None,
         };
-    Ok(agent_client::AgentClient::with_interceptor(channel, BearerToken(token)))
+    Ok(agent_client::AgentClient::with_interceptor(channel, BearerToken(token))
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES))
 }
 
 /// Reads a whole file, naming it in the error.

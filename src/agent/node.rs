@@ -1,26 +1,46 @@
-//! The agent's view of its Asterisk: the AMI session, the apply procedure, the polled status and
-//! the metrics. The gRPC and HTTP servers are thin shells around a shared [`Node`].
+//! The agent's view of its Asterisk: the AMI session, the polled status and the metrics. The
+//! apply procedure is in [`super::apply`]; the gRPC and HTTP servers are thin shells around a
+//! shared [`Node`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::time::timeout;
 
+use super::config_files::ConfigDirs;
+use super::journal::{self, Journal};
 use super::metrics::{EndpointLabel, Metrics, TrunkLabel};
-use super::plan::{self, Module, Target};
+use super::plan;
 use super::proto;
 use super::sip_probe::{self, ProbeSetting, ProbeTarget};
 use crate::ami::actions::{
-    self, CoreSettings, CoreShowChannels, IAXpeers, PJSIPShowContacts, PJSIPShowEndpoints, Ping, Reload,
+    self, CoreSettings, CoreShowChannels, IAXpeers, PJSIPShowContacts, PJSIPShowEndpoints, Ping,
 };
-use crate::ami::{Action, Event, Session, TypedAction};
+use crate::ami::{Event, Session, TypedAction};
 use crate::provision::ProvisionStore;
-use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, MeshPlan, PJSIP_FILE, PROVISIONING_DIR};
+use crate::render::{Bundle, MeshPlan, PJSIP_FILE};
+
+/// A fault the agent injects into its own applies. Test-only: enabled by the hidden
+/// `--test-fault` flag (`AO_AGENT_TEST_FAULT`), never set in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// After writing the files (journal in place), hold forever instead of reloading, so a test
+    /// can SIGKILL the agent between writing and reloading.
+    HoldBeforeReload,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hold-before-reload" => Ok(Fault::HoldBeforeReload),
+            other => Err(format!("unknown test fault {other:?} (known: hold-before-reload)")),
+        }
+    }
+}
 
 /// Where and how the agent applies bundles.
 #[derive(Clone, Debug)]
@@ -34,6 +54,7 @@ pub struct NodeConfig {
     /// Asterisk's key directory (`astkeydir/keys`).
     pub keys_dir: PathBuf,
     /// What was applied last (hash, file names, mesh plan); default `<config_dir>/.asterisk-operator-applied.json`.
+    /// The apply journal lives beside it (`<state-file>.journal`).
     pub state_file: PathBuf,
     /// Asterisk's log file, read after a reload for its error messages (optional).
     pub asterisk_log: Option<PathBuf>,
@@ -47,6 +68,8 @@ pub struct NodeConfig {
     pub per_phone_metrics: bool,
     /// What each poll probes with a SIP OPTIONS (default: the applied transport).
     pub sip_probe: ProbeSetting,
+    /// Test-only fault injection (see [`Fault`]).
+    pub fault: Option<Fault>,
     /// Where the desk phones' provisioning files are kept between restarts (never under
     /// `config_dir`: Asterisk must not read them); `None`: in memory only (an agent that
     /// serves no phones).
@@ -68,8 +91,40 @@ impl NodeConfig {
             boot_timeout: Duration::from_secs(60),
             per_phone_metrics: false,
             sip_probe: ProbeSetting::Auto,
+            fault: None,
             provisioning_file: None,
         }
+    }
+
+    pub(super) fn dirs(&self) -> ConfigDirs {
+        ConfigDirs { config: self.config_dir.clone(), keys: self.keys_dir.clone() }
+    }
+
+    pub(super) fn journal_path(&self) -> PathBuf {
+        journal::path_for(&self.state_file)
+    }
+}
+
+/// Changes written and reloaded that only an Asterisk restart puts in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRestart {
+    /// The bundle applied last.
+    pub hash: String,
+    /// What waits for the restart, for people.
+    pub reasons: Vec<String>,
+    /// When the Asterisk that was running then had started (seconds since the epoch; 0 when
+    /// unknown): a later start means it restarted and loaded everything from disk.
+    pub asterisk_started_unix: u64,
+}
+
+impl PendingRestart {
+    /// The message of the `restart_required` answers.
+    pub fn message(&self) -> String {
+        format!(
+            "{}: Asterisk applies this only when it restarts (a reload keeps the old value); restart \
+             Asterisk to put it in force",
+            self.reasons.join("; ")
+        )
     }
 }
 
@@ -79,6 +134,13 @@ pub struct Status {
     pub applied_hash: String,
     pub applied_files: BTreeSet<String>,
     pub mesh: Option<MeshPlan>,
+    /// Digest of each file of `applied_hash` ([`plan::digest`]): what Asterisk was verified
+    /// to run. Emptied after an interrupted apply was rolled back at start or a rollback could
+    /// not reload: the next apply then reloads and verifies every module of its bundle, even
+    /// when the files on disk already match it.
+    pub verified: BTreeMap<String, String>,
+    /// Changes written that wait for an Asterisk restart.
+    pub restart_pending: Option<PendingRestart>,
     /// PJSIP trunk endpoints of the applied bundle.
     pub pjsip_trunks: BTreeSet<String>,
     pub last_error: Option<String>,
@@ -107,14 +169,40 @@ impl Status {
     pub fn uptime_seconds(&self) -> u64 {
         self.uptime_at.map_or(0, |(u, at)| u + at.elapsed().as_secs())
     }
+
+    /// When the running Asterisk started, in seconds since the epoch (0 when unknown).
+    pub fn asterisk_started_unix(&self) -> u64 {
+        self.started_at.map_or(0, |t| unix_seconds(t) as u64)
+    }
+
+    /// Clears a pending restart once Asterisk has restarted since (it read every file at start;
+    /// the next apply verifies them).
+    pub(super) fn settle_restart(&mut self) -> bool {
+        let started = self.asterisk_started_unix();
+        let restarted = self.restart_pending.as_ref().is_some_and(|p| {
+            started > 0 && p.asterisk_started_unix > 0 && started > p.asterisk_started_unix + 2
+        });
+        if restarted {
+            tracing::info!("Asterisk restarted: the changes that waited for it are in force");
+            self.restart_pending = None;
+            self.verified.clear();
+        }
+        restarted
+    }
 }
 
-/// The persisted record of the last successful apply.
+/// The persisted record of the last verified apply.
 #[derive(Serialize, Deserialize, Default)]
-struct Applied {
-    hash: String,
-    files: BTreeSet<String>,
-    mesh: Option<MeshPlan>,
+pub(super) struct Applied {
+    pub hash: String,
+    pub files: BTreeSet<String>,
+    pub mesh: Option<MeshPlan>,
+    /// File → digest of its verified contents (absent in state files of older agents: their
+    /// next apply reloads what it finds unverified).
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_required: Option<PendingRestart>,
 }
 
 /// One agent's node: shared by the gRPC service, the HTTP endpoints and the background tasks.
@@ -124,13 +212,13 @@ pub struct Node {
     pub metrics: Metrics,
     /// The desk phones' provisioning files the agent serves.
     pub provisioning: Arc<ProvisionStore>,
-    status: Mutex<Status>,
-    booted: watch::Sender<bool>,
+    pub(super) status: Mutex<Status>,
+    pub(super) booted: watch::Sender<bool>,
     /// Serializes applies (the queue in front of it keeps only the newest waiting bundle).
-    apply_lock: tokio::sync::Mutex<()>,
+    pub(super) apply_lock: tokio::sync::Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -138,22 +226,10 @@ fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A failed step: which bundle file, and the message.
-struct Failure {
-    file: String,
-    message: String,
-}
-
-impl Failure {
-    fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
-        Failure { file: file.into(), message: message.into() }
-    }
-}
-
 impl Node {
     /// A node around an AMI session and an event subscription made before its first login
-    /// ([`Session::spawn_subscribed`]). Reads the last applied state from disk and starts the
-    /// event and poll tasks.
+    /// ([`Session::spawn_subscribed`]). Reads the last applied state from disk, rolls back an
+    /// apply that was interrupted (its journal), and starts the event and poll tasks.
     pub fn start(cfg: NodeConfig, session: Session, events: crate::ami::EventStream) -> Arc<Node> {
         let mut status = Status::default();
         if let Ok(text) = std::fs::read_to_string(&cfg.state_file)
@@ -162,6 +238,13 @@ impl Node {
             status.applied_hash = applied.hash;
             status.applied_files = applied.files;
             status.mesh = applied.mesh;
+            status.verified = applied.digests;
+            status.restart_pending = applied.restart_required;
+        }
+        if let Err(e) = recover(&cfg, &mut status) {
+            tracing::error!(error = %e, "an interrupted apply could not be rolled back");
+            status.last_apply_failed = true;
+            status.last_error = Some(e);
         }
         let pjsip = std::fs::read_to_string(cfg.config_dir.join(PJSIP_FILE)).ok();
         if let Some(text) = &pjsip {
@@ -225,6 +308,7 @@ impl Node {
     /// The gRPC `NodeStatus`, after a fresh poll.
     pub async fn node_status(&self) -> proto::NodeStatus {
         self.poll().await;
+        lock(&self.status).settle_restart();
         let st = self.status();
         proto::NodeStatus {
             node: self.cfg.node.clone(),
@@ -245,387 +329,9 @@ impl Node {
             trunk_states: st.trunk_states.clone(),
             mirrors: Vec::new(),
             mesh: false,
+            restart_required: st.restart_pending.as_ref().map(PendingRestart::message).unwrap_or_default(),
             provisioning_fetches: self.provisioning.last_fetches().iter().map(Into::into).collect(),
         }
-    }
-
-    /// Waits (bounded) for AMI to be logged in and Asterisk to have reported FullyBooted.
-    async fn wait_booted(&self) -> Result<(), String> {
-        let within = self.cfg.boot_timeout;
-        self.session.wait_connected(within).await.map_err(|e| e.to_string())?;
-        let mut rx = self.booted.subscribe();
-        match timeout(within, rx.wait_for(|b| *b)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(format!(
-                "Asterisk did not report FullyBooted within {within:?} (does the AMI user have read=system?)"
-            )),
-        }
-    }
-
-    /// Applies a bundle: idempotent, atomic, verified, rolled back on failure. Serialized.
-    pub async fn apply(&self, bundle: &Bundle) -> proto::ApplyResult {
-        let _guard = self.apply_lock.lock().await;
-        let start = Instant::now();
-        let mut result = proto::ApplyResult::default();
-        let outcome = self.apply_locked(bundle, &mut result).await;
-        // Provisioning files follow only an Asterisk configuration in force: a phone must not
-        // get a password Asterisk does not have yet. They reload nothing.
-        let outcome = outcome.and_then(|()| {
-            let changed = self
-                .provisioning
-                .apply(&bundle.provisioning)
-                .map_err(|e| Failure::new(PROVISIONING_DIR, e.to_string()))?;
-            result.unchanged &= changed.is_empty();
-            result.provisioning_changed = changed;
-            Ok(())
-        });
-        result.duration_seconds = start.elapsed().as_secs_f64();
-        {
-            let mut st = lock(&self.status);
-            match outcome {
-                Ok(()) => {
-                    result.ok = true;
-                    result.applied_hash = bundle.hash.clone();
-                    st.last_apply_failed = false;
-                    st.last_error = None;
-                    self.metrics.count_apply(if result.unchanged { "unchanged" } else { "ok" });
-                    if !result.unchanged {
-                        self.metrics.apply_duration.observe(result.duration_seconds);
-                    }
-                    self.metrics.set_bundle(&bundle.hash);
-                    tracing::info!(
-                        node = %bundle.node,
-                        hash = %bundle.short_hash(),
-                        unchanged = result.unchanged,
-                        changed = ?result.changed_files,
-                        reloaded = ?result.reloaded_modules,
-                        seconds = result.duration_seconds,
-                        "bundle applied"
-                    );
-                }
-                Err(f) => {
-                    result.ok = false;
-                    result.applied_hash = st.applied_hash.clone();
-                    let text = if f.file.is_empty() {
-                        f.message.clone()
-                    } else {
-                        format!("{}: {}", f.file, f.message)
-                    };
-                    tracing::warn!(node = %bundle.node, hash = %bundle.short_hash(), error = %text, rolled_back = result.rolled_back, "apply failed");
-                    st.last_apply_failed = true;
-                    st.last_error = Some(text);
-                    result.error = Some(proto::ApplyError { file: f.file, message: f.message });
-                    self.metrics.count_apply("failed");
-                }
-            }
-        }
-        // What changed shows in the next scrape, not one poll interval later.
-        if result.ok && !result.unchanged {
-            self.poll().await;
-        }
-        result
-    }
-
-    async fn apply_locked(&self, bundle: &Bundle, result: &mut proto::ApplyResult) -> Result<(), Failure> {
-        if bundle.node != self.cfg.node {
-            return Err(Failure::new(
-                "",
-                format!("bundle is for node {:?}, this agent serves {:?}", bundle.node, self.cfg.node),
-            ));
-        }
-        let previous = lock(&self.status).applied_files.clone();
-        let current = self.read_current(bundle.files.keys().chain(previous.iter()));
-        let plan =
-            plan::plan(&bundle.files, &current, &previous).map_err(|e| Failure::new(e.file, e.reason))?;
-        result.changed_files = plan.changed_files();
-        if plan.is_empty() {
-            result.unchanged = true;
-            self.record_applied(bundle).map_err(|e| Failure::new("", e))?;
-            return Ok(());
-        }
-        self.wait_booted().await.map_err(|e| Failure::new("", e))?;
-
-        let log_offset = self.log_len();
-        // Write every changed file, remembering what was there to restore it on failure.
-        let mut backup: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for file in result.changed_files.clone() {
-            backup.insert(file.clone(), current.get(&file).cloned().flatten());
-            let outcome = match plan.writes.get(&file) {
-                Some(text) => self.write_file(&file, Some(text)),
-                None => self.write_file(&file, None),
-            };
-            if let Err(e) = outcome {
-                self.restore(&backup);
-                return Err(Failure::new(file, e));
-            }
-        }
-
-        let mut failure = None;
-        for &module in &plan.modules {
-            result.reloaded_modules.push(module.name().to_owned());
-            let t = Instant::now();
-            let r = match self.reload(module, plan.restart.contains(&module)).await {
-                Ok(()) => self.verify(module, bundle).await,
-                Err(e) => Err(Failure::new(plan.files_of(module).first().cloned().unwrap_or_default(), e)),
-            };
-            self.metrics.count_reload(module.name(), r.is_ok(), t.elapsed().as_secs_f64());
-            if let Err(f) = r {
-                failure = Some(f);
-                break;
-            }
-        }
-        // Asterisk's own complaints about our files, when its log is readable.
-        let log = self.log_since(log_offset);
-        let complaints = plan::log_errors_about(&log, &result.changed_files);
-        if failure.is_none()
-            && let Some((file, line)) = complaints.first()
-        {
-            failure = Some(Failure::new(file.clone(), plan::log_message(line).to_owned()));
-        } else if let Some(f) = failure.as_mut() {
-            let lines: Vec<&str> = complaints
-                .iter()
-                .filter(|(file, _)| *file == f.file)
-                .map(|(_, l)| plan::log_message(l))
-                .collect();
-            if !lines.is_empty() {
-                f.message = format!("{}; Asterisk: {}", f.message, lines.join("; "));
-            }
-        }
-        let Some(failure) = failure else {
-            lock(&self.status).last_reload = Some(SystemTime::now());
-            self.record_applied(bundle).map_err(|e| Failure::new("", e))?;
-            return Ok(());
-        };
-
-        // Roll back: previous files, the same modules reloaded again.
-        self.restore(&backup);
-        for &module in &plan.modules {
-            result.reloaded_modules.push(module.name().to_owned());
-            let t = Instant::now();
-            let ok = self.reload(module, plan.restart.contains(&module)).await;
-            if let Err(e) = &ok {
-                tracing::error!(module = module.name(), error = %e, "reload after rollback failed");
-            }
-            self.metrics.count_reload(module.name(), ok.is_ok(), t.elapsed().as_secs_f64());
-        }
-        result.rolled_back = true;
-        Err(failure)
-    }
-
-    fn path_of(&self, file: &str) -> PathBuf {
-        let dir = match plan::classify(file).map(|(_, t)| t) {
-            Ok(Target::Keys) => &self.cfg.keys_dir,
-            _ => &self.cfg.config_dir,
-        };
-        dir.join(plan::target_name(file))
-    }
-
-    fn read_current<'a>(&self, files: impl Iterator<Item = &'a String>) -> BTreeMap<String, Option<String>> {
-        files
-            .filter(|f| plan::classify(f).is_ok())
-            .map(|f| (f.clone(), std::fs::read_to_string(self.path_of(f)).ok()))
-            .collect()
-    }
-
-    /// Writes (temp file in the same directory, then rename) or removes one file.
-    fn write_file(&self, file: &str, contents: Option<&str>) -> Result<(), String> {
-        let path = self.path_of(file);
-        let Some(contents) = contents else {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("removing {}: {e}", path.display()))
-                }
-                _ => Ok(()),
-            };
-        };
-        write_atomic(&path, contents.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))
-    }
-
-    fn restore(&self, backup: &BTreeMap<String, Option<String>>) {
-        for (file, old) in backup {
-            if let Err(e) = self.write_file(file, old.as_deref()) {
-                tracing::error!(file = %file, error = %e, "restoring the previous file failed");
-            }
-        }
-    }
-
-    fn record_applied(&self, bundle: &Bundle) -> Result<(), String> {
-        if lock(&self.status).applied_hash == bundle.hash && self.cfg.state_file.exists() {
-            return Ok(());
-        }
-        let applied = Applied {
-            hash: bundle.hash.clone(),
-            files: bundle.files.keys().cloned().collect(),
-            mesh: Some(bundle.mesh.clone()),
-        };
-        let text = serde_json::to_string_pretty(&applied).expect("applied state serializes");
-        write_atomic(&self.cfg.state_file, text.as_bytes())
-            .map_err(|e| format!("writing {}: {e}", self.cfg.state_file.display()))?;
-        let mut st = lock(&self.status);
-        st.applied_hash = applied.hash;
-        st.applied_files = applied.files;
-        st.mesh = applied.mesh;
-        if let Some(text) = bundle.files.get(PJSIP_FILE) {
-            st.pjsip_trunks = plan::pjsip_objects(text).trunks;
-        }
-        st.sip_target = self.cfg.sip_probe.target(bundle.files.get(PJSIP_FILE).map(String::as_str));
-        Ok(())
-    }
-
-    /// One AMI `Reload` of a module; success needs `Response: Success` and, when the `Reload`
-    /// event arrives (read class `system`), its `Status: 0`.
-    async fn reload(&self, module: Module, restart: bool) -> Result<(), String> {
-        let name = module.name();
-        if restart {
-            return self.restart(name).await;
-        }
-        let mut events = self.session.events_with_capacity(256);
-        let message = self.session.call(&Reload(Some(name.to_owned()))).await.map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, events.recv()).await {
-                Ok(Some(ev)) => {
-                    if let Event::Reload(r) = &*ev
-                        && (r.module.eq_ignore_ascii_case(name) || r.module.eq_ignore_ascii_case("All"))
-                    {
-                        return if r.succeeded() {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "Asterisk reported Reload status {} for {name} ({message})",
-                                r.status
-                            ))
-                        };
-                    }
-                }
-                // No Reload event (the user may lack read=system): the response said success.
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    /// Unloads and loads a module (AMI `ModuleLoad`), for settings its reload ignores.
-    async fn restart(&self, name: &str) -> Result<(), String> {
-        tracing::info!(module = name, "unloading and loading the module: its listener changed");
-        for load_type in ["unload", "load"] {
-            let action = Action::new("ModuleLoad").header("Module", name).header("LoadType", load_type);
-            let reply = self.session.send(action).await.map_err(|e| e.to_string())?;
-            actions::check("ModuleLoad", reply).map_err(|e| format!("{load_type} {name}: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Everything the bundle defines for `module` is loaded. Asterisk applies a reload
-    /// synchronously, but the check is retried briefly in case a list lags behind.
-    async fn verify(&self, module: Module, bundle: &Bundle) -> Result<(), Failure> {
-        let mut last = Ok(());
-        for attempt in 0..4 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            last = self.verify_once(module, bundle).await;
-            if last.is_ok() {
-                break;
-            }
-        }
-        last
-    }
-
-    async fn verify_once(&self, module: Module, bundle: &Bundle) -> Result<(), Failure> {
-        let ami = |file: &str| {
-            let file = file.to_owned();
-            move |e: crate::ami::AmiError| Failure::new(file, format!("verifying after reload: {e}"))
-        };
-        match module {
-            Module::Pjsip => {
-                let Some(text) = bundle.files.get(PJSIP_FILE) else { return Ok(()) };
-                let want = plan::pjsip_objects(text);
-                let loaded = self.session.call(&PJSIPShowEndpoints).await.map_err(ami(PJSIP_FILE))?;
-                let names: BTreeSet<&str> = loaded.iter().map(|e| e.name.as_str()).collect();
-                let aors: BTreeSet<&str> = loaded
-                    .iter()
-                    .flat_map(|e| e.aor.split(','))
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .collect();
-                let missing: Vec<&str> =
-                    want.endpoints.iter().map(String::as_str).filter(|n| !names.contains(n)).collect();
-                if !missing.is_empty() {
-                    return Err(Failure::new(
-                        PJSIP_FILE,
-                        format!(
-                            "endpoints defined in the file but not loaded by Asterisk: {}",
-                            list(&missing)
-                        ),
-                    ));
-                }
-                let missing: Vec<&str> =
-                    want.aors.iter().map(String::as_str).filter(|n| !aors.contains(n)).collect();
-                if !missing.is_empty() {
-                    return Err(Failure::new(
-                        PJSIP_FILE,
-                        format!("AORs defined in the file but not loaded by Asterisk: {}", list(&missing)),
-                    ));
-                }
-                Ok(())
-            }
-            Module::Iax => {
-                let Some(text) = bundle.files.get(IAX_FILE) else { return Ok(()) };
-                let want = plan::iax_peers(text);
-                let loaded = self.session.call(&IAXpeers).await.map_err(ami(IAX_FILE))?;
-                let names: BTreeSet<&str> =
-                    loaded.iter().map(|p| p.name.split('/').next().unwrap_or("")).collect();
-                let missing: Vec<&str> =
-                    want.iter().map(String::as_str).filter(|n| !names.contains(n)).collect();
-                if !missing.is_empty() {
-                    return Err(Failure::new(
-                        IAX_FILE,
-                        format!(
-                            "IAX2 peers defined in the file but not loaded by Asterisk: {}",
-                            list(&missing)
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            Module::Dialplan => {
-                let Some(text) = bundle.files.get(EXTENSIONS_FILE) else { return Ok(()) };
-                for context in plan::dialplan_contexts(text) {
-                    let reply = self
-                        .session
-                        .send(Action::new("ShowDialPlan").header("Context", &context))
-                        .await
-                        .map_err(ami(EXTENSIONS_FILE))?;
-                    if reply.response.is_error() {
-                        return Err(Failure::new(
-                            EXTENSIONS_FILE,
-                            format!(
-                                "context {context} not loaded by Asterisk: {}",
-                                reply.response.message().unwrap_or("(no message)")
-                            ),
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            Module::Crypto => Ok(()),
-        }
-    }
-
-    fn log_len(&self) -> u64 {
-        self.cfg.asterisk_log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len())
-    }
-
-    /// What Asterisk logged since `offset` (at most 256 KiB).
-    fn log_since(&self, offset: u64) -> String {
-        let Some(path) = &self.cfg.asterisk_log else { return String::new() };
-        let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
-        let len = f.metadata().map_or(0, |m| m.len());
-        let offset = if len < offset { 0 } else { offset };
-        let mut buf = Vec::new();
-        let _ = f.seek(SeekFrom::Start(offset)).and_then(|_| f.take(256 * 1024).read_to_end(&mut buf));
-        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// Polls counts, trunk states and the version (a handful of list actions) into the status
@@ -756,19 +462,28 @@ impl Node {
     }
 }
 
-fn list(names: &[&str]) -> String {
-    const MAX: usize = 10;
-    let mut s = names.iter().take(MAX).copied().collect::<Vec<_>>().join(", ");
-    if names.len() > MAX {
-        s.push_str(&format!(" and {} more", names.len() - MAX));
+/// Rolls back an apply the agent did not live to finish (its journal is on disk): the files it
+/// was about to change go back to what they were, and the next apply reloads and verifies
+/// everything, since Asterisk may have loaded the new files in between. The journal stays
+/// (and the error is returned) when a file cannot be put back: the next start tries again.
+pub(super) fn recover(cfg: &NodeConfig, status: &mut Status) -> Result<(), String> {
+    let path = cfg.journal_path();
+    let Some(journal) = Journal::load(&path)? else { return Ok(()) };
+    tracing::warn!(
+        target_hash = %journal.target_hash,
+        files = ?journal.backups.keys().collect::<Vec<_>>(),
+        "an apply was interrupted; putting the previous files back"
+    );
+    let failed = cfg.dirs().restore(&journal.backups);
+    if !failed.is_empty() {
+        return Err(format!(
+            "an interrupted apply of bundle {} could not be rolled back: {}",
+            journal.target_hash,
+            failed.join("; ")
+        ));
     }
-    s
-}
-
-/// Temp file in the target's directory, fsync, rename over the target. Mode 0640: Asterisk (same
-/// user or group as the agent) must read it; the files hold secrets.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::secret::write_secret_file(path, bytes, 0o640)
+    status.verified.clear();
+    Journal::finish(&path)
 }
 
 /// Tracks FullyBooted (ready for applies), uptime and reloads from AMI events.

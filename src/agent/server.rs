@@ -325,8 +325,13 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let provision =
         crate::provision::start(&opts.provision, node.provisioning.clone(), stopped.clone()).await?;
 
-    let service = agent_server::AgentServer::with_interceptor(
-        AgentService::new(node.clone(), mesh.as_ref().map(|m| m.node.mirror_reader())),
+    let service = tonic::service::interceptor::InterceptedService::new(
+        agent_server::AgentServer::new(AgentService::new(
+            node.clone(),
+            mesh.as_ref().map(|m| m.node.mirror_reader()),
+        ))
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES),
         TokenCheck(opts.token.clone().map(Arc::new)),
     );
     let mut builder = tonic::transport::Server::builder();

@@ -8,6 +8,9 @@
 //!   for that subscriber and counts it ([`SessionStats::events_dropped`]); the reader never blocks,
 //!   so responses keep flowing whatever subscribers do.
 //! * A keepalive Ping; no answer before the next one means the connection is dead.
+//! * Every write is bounded (by the action timeout; the keepalive's by its interval): a peer that
+//!   accepts and stops reading makes the write fail, the connection count as lost and every
+//!   waiting caller fail within its own timeout, queueing included.
 //! * Reconnect with exponential backoff and jitter. A refused Login (Asterisk closes the connection
 //!   after it) is reported as [`ConnectionState::Disconnected`] with `auth_failed` and backs off like
 //!   any other failure: no hot loop.
@@ -52,7 +55,8 @@ pub struct SessionConfig {
     pub auth: AuthMethod,
     /// Event classes to receive; sent with every Login.
     pub events: EventMask,
-    /// Default per-action timeout.
+    /// Default per-action timeout (queueing, writing and the answer); also the longest a
+    /// write may take before the connection counts as dead.
     pub action_timeout: Duration,
     /// TCP connect + banner + login.
     pub connect_timeout: Duration,
@@ -355,8 +359,23 @@ impl Session {
         let id = format!("{}-{n}", self.shared.id_prefix);
         let name = action.name().to_owned();
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Send { id: id.clone(), action, reply: tx }).await.map_err(|_| AmiError::Closed)?;
-        match timeout(after, rx).await {
+        // The whole call is bounded, queueing included: a connection whose writes stall fills
+        // the queue, and a caller must not wait behind it forever.
+        let deadline = Instant::now() + after;
+        match tokio::time::timeout_at(
+            deadline,
+            self.cmd.send(Cmd::Send { id: id.clone(), action, reply: tx }),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(AmiError::Closed),
+            Err(_) => {
+                self.shared.counters.action_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(AmiError::Timeout { action: name, after });
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(AmiError::Closed),
             Err(_) => {
@@ -381,9 +400,12 @@ impl Session {
     /// Logoff and stop reconnecting. Waits for Asterisk's Goodbye (bounded).
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Cmd::Close(tx)).await.is_ok() {
-            let _ = timeout(Duration::from_secs(5), rx).await;
-        }
+        let _ = timeout(Duration::from_secs(5), async {
+            if self.cmd.send(Cmd::Close(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+        .await;
     }
 }
 
@@ -401,6 +423,19 @@ impl Conn {
         action.encode(Some(id), &mut out)?;
         self.wr.write_all(&out).await?;
         Ok(())
+    }
+
+    /// [`Conn::write_action`] bounded by `within`: a peer that stops reading (a hung Asterisk
+    /// whose socket buffer is full) would otherwise block the connection task, its keepalive
+    /// and every caller queued behind it. A stalled write counts as a dead connection.
+    async fn write_within(&mut self, action: &Action, id: &str, within: Duration) -> Result<(), AmiError> {
+        match timeout(within, self.write_action(action, id)).await {
+            Ok(r) => r,
+            Err(_) => Err(AmiError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("write stalled: Asterisk read nothing for {within:?}"),
+            ))),
+        }
     }
 
     /// Read until the response to `id` (login phase only: nothing else is in flight yet).
@@ -639,7 +674,7 @@ impl Driver {
                     Some(Cmd::Send { id, action, reply }) => {
                         self.shared.counters.actions_sent.fetch_add(1, Ordering::Relaxed);
                         let name = action.name().to_owned();
-                        match conn.write_action(&action, &id).await {
+                        match conn.write_within(&action, &id, self.cfg.action_timeout).await {
                             Ok(()) => corr.register(id, Expect::for_action(&name), Waiter::Caller { tx: reply, action: name }),
                             Err(AmiError::Io(e)) => {
                                 let _ = reply.send(Err(AmiError::Disconnected { action: name, reason: e.to_string() }));
@@ -658,7 +693,7 @@ impl Driver {
                         break Exit::Lost(format!("keepalive: no answer to Ping within {ka_every:?}"));
                     }
                     let id = format!("{}-ka{}", self.shared.id_prefix, self.shared.next_id.fetch_add(1, Ordering::Relaxed));
-                    if let Err(e) = conn.write_action(&Action::new("Ping"), &id).await {
+                    if let Err(e) = conn.write_within(&Action::new("Ping"), &id, ka_every).await {
                         break Exit::Lost(format!("keepalive write: {e}"));
                     }
                     corr.register(id.clone(), Expect::default(), Waiter::Keepalive);
@@ -678,7 +713,7 @@ impl Driver {
             Exit::Closed(done) => {
                 // Clean Logoff: wait (bounded) for Goodbye, answering nothing else.
                 let id = format!("{}-logoff", self.shared.id_prefix);
-                if conn.write_action(&Action::new("Logoff"), &id).await.is_ok() {
+                if conn.write_within(&Action::new("Logoff"), &id, Duration::from_secs(2)).await.is_ok() {
                     corr.register(id, Expect::default(), Waiter::Logoff);
                     let deadline = Instant::now() + Duration::from_secs(2);
                     while !goodbye {
@@ -694,7 +729,7 @@ impl Driver {
                         }
                     }
                 }
-                let _ = conn.wr.shutdown().await;
+                let _ = timeout(Duration::from_secs(2), conn.wr.shutdown()).await;
                 for (_, w) in corr.drain() {
                     if let Waiter::Caller { tx, .. } = w {
                         let _ = tx.send(Err(AmiError::Closed));

@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -45,11 +46,11 @@ pub const HTTP_PORT: u16 = 9090;
 /// The agent's device-state mesh port in a managed pod (`--mesh-listen`): other agents dial it
 /// at this node's agent host; every agent of a fleet uses the same mesh port.
 pub const MESH_PORT: u16 = 7444;
-/// Pod template annotation with the fingerprint of the node's mesh certificate: a re-issued
-/// certificate rolls the pod (the agent loads its mesh certificate at start).
-pub const MESH_CERT_ANNOTATION: &str = "asterisk.operator.dev/mesh-cert";
 /// The AMI user of a managed pod (the least-privilege user of docs/agent.md).
 pub const AMI_USER: &str = "asterisk-operator";
+/// The pod volume holding only the AMI secret ([`AMI_SECRET_KEY`]) of the node's Secret: all
+/// the `bootstrap` init container needs of it.
+pub const AMI_SECRET_VOLUME: &str = "ami-secret";
 
 /// Where the pod's volumes are mounted.
 pub mod paths {
@@ -226,6 +227,19 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// An exec probe running `asterisk -rx <cli>` in the asterisk container: it answers through
+/// Asterisk's control socket (in the `run` volume), and exits 1 when Asterisk does not.
+fn asterisk_probe(cli: &str, period: i32, failures: i32) -> Probe {
+    let command = [paths::ASTERISK_BIN, "-C", &format!("{}/asterisk.conf", paths::CONFIG), "-rx", cli];
+    Probe {
+        exec: Some(ExecAction { command: Some(command.map(String::from).to_vec()) }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
 fn secret_file(key: &str) -> String {
     format!("{}/{key}", paths::SECRET)
 }
@@ -253,14 +267,10 @@ fn agent_resources() -> ResourceRequirements {
 
 /// The StatefulSet of a managed node: one pod with the `bootstrap` init container, Asterisk,
 /// and the agent sidecar (with the device-state mesh on [`MESH_PORT`]). No secret value appears
-/// in it: secrets reach the containers only as files of the mounted Secret. `mesh` is the leaf
-/// the Secret holds: its fingerprint (public) is a pod annotation, so a re-issued mesh
-/// certificate restarts the pod.
-pub fn stateful_set(
-    node: &AsteriskNode,
-    settings: &ManagedSettings,
-    mesh: &MeshLeaf,
-) -> Result<StatefulSet, ManagedError> {
+/// in it: secrets reach the containers only as files of the mounted Secret. Nothing of the mesh
+/// certificate is in it either: a re-issued certificate reaches the running agent through the
+/// mounted files (it reloads them), so a renewal or a CA rotation never restarts a PBX.
+pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<StatefulSet, ManagedError> {
     let managed = managed_of(node)?;
     let name = node.name_any();
     let workload = managed_workload_name(&name);
@@ -291,7 +301,8 @@ pub fn stateful_set(
             .map(String::from)
             .to_vec(),
         ),
-        volume_mounts: Some(vec![config.clone(), secret.clone()]),
+        // Only the AMI secret: the init container never sees the token or the keys.
+        volume_mounts: Some(vec![config.clone(), mount(AMI_SECRET_VOLUME, paths::SECRET, true)]),
         security_context: Some(restricted()),
         ..Container::default()
     };
@@ -322,10 +333,11 @@ pub fn stateful_set(
             mount("logs", paths::LOGS, false),
             mount("run", paths::RUN, false),
         ]),
-        // The agent answers /healthz only while Asterisk answers an AMI Ping: restart Asterisk
-        // when it stops answering (monit's "restart if failed"). Up to 60 s to boot first.
-        startup_probe: Some(http_probe("/healthz", 2, 30)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        // Asterisk itself, through its control socket: restart it when it stops answering
+        // (monit's "restart if failed"), never because the agent sidecar is down or restarting.
+        // Up to 60 s to boot first.
+        startup_probe: Some(asterisk_probe("core waitfullybooted", 2, 30)),
+        liveness_probe: Some(asterisk_probe("core show uptime", 10, 3)),
         security_context: Some(restricted()),
         ..Container::default()
     };
@@ -435,6 +447,20 @@ pub fn stateful_set(
                 }),
                 ..Volume::default()
             },
+            Volume {
+                name: AMI_SECRET_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(workload.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: AMI_SECRET_KEY.into(),
+                        path: AMI_SECRET_KEY.into(),
+                        ..KeyToPath::default()
+                    }]),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
         ]),
         ..PodSpec::default()
     };
@@ -448,11 +474,7 @@ pub fn stateful_set(
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, settings)),
-                    annotations: Some(BTreeMap::from([(MESH_CERT_ANNOTATION.to_owned(), mesh.revision())])),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels(&name, settings)), ..ObjectMeta::default() }),
                 spec: Some(pod),
             },
             ..StatefulSetSpec::default()
@@ -541,7 +563,7 @@ mod tests {
     #[test]
     fn statefulset_runs_bootstrap_asterisk_and_the_agent_from_one_image() {
         let n = node(false);
-        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&n, &settings()).unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("asterisk-office-a"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("pbx"));
         let spec = sts.spec.as_ref().unwrap();
@@ -568,7 +590,7 @@ mod tests {
         assert_eq!(flag(bootstrap, "--keys-dir"), Some("/var/lib/asterisk/keys"));
         assert_eq!(flag(bootstrap, "--ami-secret-file"), Some("/run/secrets/asterisk-operator/ami-secret"));
         assert_eq!(mounts(bootstrap)["config"], ("/etc/asterisk", false));
-        assert_eq!(mounts(bootstrap)["secret"], ("/run/secrets/asterisk-operator", true));
+        assert_eq!(mounts(bootstrap)["ami-secret"], ("/run/secrets/asterisk-operator", true));
 
         let asterisk = container(pod, "asterisk");
         assert_eq!(
@@ -588,10 +610,7 @@ mod tests {
         assert_eq!(m["keys"], ("/var/lib/asterisk/keys", false));
         assert_eq!(m["logs"], ("/var/log/asterisk", false));
         assert!(!m.contains_key("secret"), "Asterisk reads its AMI secret from manager.conf, not the Secret");
-        let live = asterisk.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!((live.path.as_deref(), &live.port), (Some("/healthz"), &IntOrString::Int(9090)));
         let startup = asterisk.startup_probe.as_ref().unwrap();
-        assert_eq!(startup.http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
         assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 60);
 
         let agent = container(pod, "agent");
@@ -643,23 +662,79 @@ mod tests {
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirst"));
     }
 
+    /// An agent crash loop must never restart a healthy Asterisk: the asterisk container's
+    /// probes ask Asterisk through its control socket (nothing of the agent's), and the socket's
+    /// directory and the config they name are mounted in that container.
     #[test]
-    fn a_reissued_mesh_certificate_changes_the_pod_template() {
-        let n = node(false);
-        let (first, second) = (leaf(), leaf());
-        let annotation = |l: &MeshLeaf| {
-            let sts = stateful_set(&n, &settings(), l).unwrap();
-            sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[MESH_CERT_ANNOTATION].clone()
+    fn asterisk_probes_ask_asterisk_itself_not_the_agent() {
+        let sts = stateful_set(&node(false), &settings()).unwrap();
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let asterisk = container(&pod, "asterisk");
+        let cli = |probe: Option<&Probe>| {
+            let p = probe.expect("probe");
+            assert!(p.http_get.is_none() && p.tcp_socket.is_none() && p.grpc.is_none(), "{p:?}");
+            assert_eq!(p.timeout_seconds, Some(5), "a hung Asterisk fails the probe: {p:?}");
+            p.exec.as_ref().unwrap().command.clone().unwrap()
         };
-        assert_eq!(annotation(&first), first.revision());
-        assert_eq!(annotation(&first).len(), 16, "a short public fingerprint");
-        assert_eq!(annotation(&first), annotation(&first.clone()), "stable while the certificate is");
-        assert_ne!(annotation(&first), annotation(&second), "a new certificate rolls the pod");
+        let rx =
+            |c: &str| ["/usr/sbin/asterisk", "-C", "/etc/asterisk/asterisk.conf", "-rx", c].map(String::from);
+        assert_eq!(cli(asterisk.startup_probe.as_ref()), rx("core waitfullybooted"));
+        assert_eq!(cli(asterisk.liveness_probe.as_ref()), rx("core show uptime"));
+        assert!(asterisk.readiness_probe.is_none(), "readiness is the agent's (an apply failed)");
+        let m = mounts(asterisk);
+        assert_eq!((m["run"], m["config"]), (("/run/asterisk", false), ("/etc/asterisk", false)));
+        // Nothing of the asterisk container's health depends on the agent's ports.
+        let agent = container(&pod, "agent");
+        let agent_ports: Vec<_> = agent.ports.iter().flatten().map(|p| p.container_port).collect();
+        let text = serde_json::to_string(&(&asterisk.startup_probe, &asterisk.liveness_probe)).unwrap();
+        for port in agent_ports {
+            assert!(!text.contains(&port.to_string()), "the asterisk probes use agent port {port}: {text}");
+        }
+    }
+
+    /// The init container runs before anything else and needs only the AMI secret (for
+    /// manager.conf): its volume projects that one key of the Secret.
+    #[test]
+    fn bootstrap_sees_only_the_ami_secret() {
+        let sts = stateful_set(&node(false), &settings()).unwrap();
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let bootstrap = container(&pod, "bootstrap");
+        let m = mounts(bootstrap);
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), ["ami-secret", "config"]);
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == AMI_SECRET_VOLUME).unwrap();
+        let source = volume.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("asterisk-office-a"));
+        let items: Vec<_> =
+            source.items.iter().flatten().map(|i| (i.key.as_str(), i.path.as_str())).collect();
+        assert_eq!(items, [(AMI_SECRET_KEY, AMI_SECRET_KEY)], "one key, at the file name the flag names");
+        assert_eq!(source.default_mode, Some(0o440));
+        assert_eq!(
+            flag(bootstrap, "--ami-secret-file"),
+            Some(format!("{}/{}", m["ami-secret"].0, AMI_SECRET_KEY).as_str())
+        );
+        // The agent keeps the whole Secret, and the asterisk container none of it.
+        assert_eq!(mounts(container(&pod, "agent"))["secret"], ("/run/secrets/asterisk-operator", true));
+        assert!(!mounts(container(&pod, "asterisk")).keys().any(|k| k.contains("secret")));
+    }
+
+    #[test]
+    fn a_reissued_mesh_certificate_leaves_the_pod_template_alone() {
+        // The agent reloads its mesh certificate files: a renewal must not restart the PBX.
+        let n = node(false);
+        let template = || serde_json::to_value(stateful_set(&n, &settings()).unwrap()).unwrap();
+        let (first, second) = (leaf(), leaf());
+        let text = template().to_string();
+        for l in [&first, &second] {
+            for line in l.cert_pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!text.contains(line), "no part of a mesh certificate is in the pod template");
+            }
+        }
+        assert_eq!(template(), template());
     }
 
     #[test]
     fn host_network_switches_the_dns_policy() {
-        let sts = stateful_set(&node(true), &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&node(true), &settings()).unwrap();
         let pod = sts.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
@@ -669,7 +744,7 @@ mod tests {
     fn every_object_is_labelled_and_owned_by_the_node() {
         let n = node(false);
         let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
-        let sts = stateful_set(&n, &settings(), &leaf()).unwrap();
+        let sts = stateful_set(&n, &settings()).unwrap();
         let svc = service(&n, &settings()).unwrap();
         let sec = secret(&n, &creds, Some(&leaf()), &settings()).unwrap();
         for meta in [&sts.metadata, &svc.metadata, &sec.metadata] {
@@ -695,7 +770,7 @@ mod tests {
         // Without a uid (not read from an API server) there is no owner reference to make.
         let mut orphan = n.clone();
         orphan.metadata.uid = None;
-        let e = stateful_set(&orphan, &settings(), &leaf()).unwrap_err().to_string();
+        let e = stateful_set(&orphan, &settings()).unwrap_err().to_string();
         assert!(e.starts_with("AsteriskNode pbx/office-a: metadata.uid"), "{e}");
     }
 
@@ -729,7 +804,7 @@ mod tests {
         let creds = NodeCredentials::generate("pbx", "office-a", true).unwrap();
         let ca = mesh_ca();
         let mesh = ca.issue("office-a", SystemTime::now()).unwrap();
-        let sts = serde_json::to_value(stateful_set(&n, &settings(), &mesh).unwrap()).unwrap();
+        let sts = serde_json::to_value(stateful_set(&n, &settings()).unwrap()).unwrap();
         let text = format!("{sts}{}", serde_json::to_string(&service(&n, &settings()).unwrap()).unwrap());
         // PEM values are checked line by line (JSON would escape their line breaks).
         let lines = |pem: &str| {
@@ -793,7 +868,7 @@ mod tests {
         let mut n = node(false);
         n.spec.managed = None;
         n.spec.numbering = NumberingPlan { prefixes: vec!["3".into()], length: 4 };
-        let e = stateful_set(&n, &settings(), &leaf()).unwrap_err().to_string();
+        let e = stateful_set(&n, &settings()).unwrap_err().to_string();
         assert_eq!(
             e,
             "AsteriskNode pbx/office-a: spec.managed is absent, so the operator runs no pod for it"

@@ -265,13 +265,6 @@ impl MeshLeaf {
             ca_pem: secret_data(secret, MESH_CA_KEY)?,
         })
     }
-
-    /// A short fingerprint of the certificate (public), for the pod template's annotation: a
-    /// re-issued certificate rolls the pod, which is when the agent loads it.
-    pub fn revision(&self) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(&Sha256::digest(self.cert_pem.as_bytes())[..8])
-    }
 }
 
 /// What a node's Secret needs for the mesh.

@@ -13,6 +13,9 @@ pub enum MeshError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The certificate files do not make a TLS configuration.
+    #[error("mesh certificates: {0}")]
+    Certificates(String),
     /// The listener could not be bound.
     #[error("binding the mesh listener: {0}")]
     Bind(#[source] std::io::Error),

@@ -6,13 +6,15 @@
 //! * [`table`] — pure: what an owner exports, what a watcher mirrors (versions, coalescing).
 //! * [`owner`] — AMI ExtensionStatus → the gRPC `Mesh` service ([`MeshService`]).
 //! * [`watcher`] — links to owners, liveness, the Setvar writer.
-//! * [`tls`] — mTLS between peers (certificate names = node names).
+//! * [`tls`] — mTLS between peers (certificate names = node names); the listener's side reloads
+//!   its certificate files without a restart (`listener`).
 //! * [`metrics`] — `asterisk_agent_mesh_*`.
 //!
 //! The agent hooks it in with [`MeshNode::spawn`] (its AMI session and mesh plan) and adds
 //! [`MeshNode::service`] to its tonic server; [`serve`] runs the service on its own listener.
 
 pub mod error;
+mod listener;
 pub mod metrics;
 pub mod owner;
 pub mod table;
@@ -246,6 +248,12 @@ impl MeshNode {
         lock(&self.links).iter().filter(|(_, l)| watcher::is_up(&l.live)).map(|(o, _)| o.clone()).collect()
     }
 
+    /// Why the link to `owner` last went down (every cause, e.g. `invalid peer certificate:
+    /// NotValidForName`), if it did.
+    pub fn link_error(&self, owner: &str) -> Option<String> {
+        lock(&self.links).get(owner).and_then(|l| watcher::last_error(&l.live))
+    }
+
     /// Stops every task (links, writer, AMI follower). The service stops with its server.
     pub fn shutdown(mut self) {
         self.stop();
@@ -331,6 +339,7 @@ pub struct MeshServer {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    certs: Option<Arc<listener::ServerCerts>>,
 }
 
 impl MeshServer {
@@ -343,34 +352,59 @@ impl MeshServer {
             self.task.abort();
         }
     }
+
+    /// Why the last TLS handshake this server refused was refused (which certificate check
+    /// failed), if any.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.certs.as_ref().and_then(|c| c.last_refusal())
+    }
+
+    /// How often the certificate files were reloaded since the start.
+    pub fn certificate_reloads(&self) -> u64 {
+        self.certs.as_ref().map_or(0, |c| c.reloads())
+    }
 }
 
-/// Serves `service` on `listen` (port 0 picks one), with mTLS when `tls` is given.
+/// Serves `service` on `listen` (port 0 picks one), with mTLS when `tls` is given. The TLS
+/// certificate files are re-read every [`listener::RELOAD_EVERY`]: new handshakes use what
+/// they hold, open links keep going.
 pub async fn serve(
     service: MeshService,
     listen: SocketAddr,
     tls: Option<&MeshTls>,
 ) -> Result<MeshServer, MeshError> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(MeshError::Bind)?;
-    let addr = listener.local_addr().map_err(MeshError::Bind)?;
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls.server_config()?)?;
-    }
-    let router = builder.add_service(service.into_server());
+    let tcp = tokio::net::TcpListener::bind(listen).await.map_err(MeshError::Bind)?;
+    let addr = tcp.local_addr().map_err(MeshError::Bind)?;
+    let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service.into_server());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-        {
-            tracing::error!(error = %e, "mesh server failed");
+    let signal = async {
+        let _ = stopped.await;
+    };
+    let (task, certs) = match tls {
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+            let task = tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(error = %e, "mesh server failed");
+                }
+            });
+            (task, None)
         }
-    });
-    Ok(MeshServer { addr, stop: Some(stop), task })
+        Some(tls) => {
+            let certs = Arc::new(listener::ServerCerts::load(tls)?);
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let acceptor = tokio::spawn(listener::accept(tcp, certs.clone(), tx));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let task = tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(error = %e, "mesh server failed");
+                }
+                acceptor.abort();
+            });
+            (task, Some(certs))
+        }
+    };
+    Ok(MeshServer { addr, stop: Some(stop), task, certs })
 }
 
 #[cfg(test)]

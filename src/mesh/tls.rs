@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::{CertificateDer, ServerName};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::error::MeshError;
 
@@ -26,12 +26,8 @@ fn read(p: &Path) -> Result<Vec<u8>, MeshError> {
 }
 
 impl MeshTls {
-    /// Server side: present this node's certificate, require a client certificate from the CA.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, MeshError> {
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .client_ca_root(Certificate::from_pem(read(&self.ca)?)))
-    }
+    // The server side is `listener::ServerCerts`: it reloads these files without a restart.
+    // The client side reads them for every new link, so a renewed certificate is used at once.
 
     /// Client side towards `owner`: its certificate must name `owner`; present ours.
     pub fn client_config(&self, owner: &str) -> Result<ClientTlsConfig, MeshError> {

@@ -69,11 +69,18 @@ pub(crate) struct Liveness {
     /// A snapshot arrived since the last loss: the mirrors hold the owner's truth.
     fresh: AtomicBool,
     origin: Instant,
+    /// Why the link last went down, with every cause (e.g. which certificate check failed).
+    last_error: Mutex<Option<String>>,
 }
 
 impl Liveness {
     fn new() -> Self {
-        Liveness { last_heard_ms: AtomicU64::new(0), fresh: AtomicBool::new(false), origin: Instant::now() }
+        Liveness {
+            last_heard_ms: AtomicU64::new(0),
+            fresh: AtomicBool::new(false),
+            origin: Instant::now(),
+            last_error: Mutex::new(None),
+        }
     }
     fn heard(&self) {
         self.last_heard_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -98,7 +105,11 @@ pub(crate) async fn link(
         let started = Instant::now();
         match session(&cfg, &owner, &endpoint, &mut interest, &mirrors, &live).await {
             Ok(()) => return,
-            Err(e) => tracing::info!(%owner, %endpoint, error = %e, "mesh: link to owner down"),
+            Err(e) => {
+                let why = with_causes(&e);
+                tracing::info!(%owner, %endpoint, error = %why, "mesh: link to owner down");
+                *lock(&live.last_error) = Some(why);
+            }
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = cfg.backoff_initial;
@@ -206,6 +217,25 @@ pub(crate) fn new_liveness() -> Arc<Liveness> {
     let l = Arc::new(Liveness::new());
     l.heard();
     l
+}
+
+/// An error with its chain of causes (tonic's transport error alone says only "transport error").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Why the owner's link last went down.
+pub(crate) fn last_error(live: &Liveness) -> Option<String> {
+    lock(&live.last_error).clone()
 }
 
 /// Is the owner's truth in the mirrors now?

@@ -27,16 +27,19 @@ pub fn sid_root() -> PathBuf {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh loopback address no other test process uses: 127.(100+n).(pid>>8).(pid), skipping
-/// any whose AMI port is already taken.
+/// any whose AMI port is already taken. A pid whose low byte is 0 or 255 (not host addresses)
+/// takes 127.(1+n).(pid>>8).(1 or 254) instead, a range no other pid uses.
 pub fn fresh_address() -> Ipv4Addr {
     let pid = std::process::id();
+    let (first, last) = match pid as u8 {
+        0 => (1, 1),
+        255 => (1, 254),
+        low => (100, low),
+    };
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < 150, "out of test addresses");
-        let addr = Ipv4Addr::new(127, 100 + n as u8, (pid >> 8) as u8, pid as u8);
-        if addr.octets()[3] == 0 || addr.octets()[3] == 255 {
-            continue;
-        }
+        assert!(n < if first == 1 { 99 } else { 150 }, "out of test addresses");
+        let addr = Ipv4Addr::new(127, first + n as u8, (pid >> 8) as u8, last);
         if TcpListener::bind((addr, 5038)).is_ok() {
             return addr;
         }

@@ -19,6 +19,7 @@ pub fn repo() -> PathBuf {
 pub fn parse(yaml: &str) -> ResourceSet {
     let mut manifests = Manifests::default();
     manifests.add_yaml("<test>", yaml).expect("test manifests parse");
+    assert!(manifests.errors.is_empty(), "test manifests have errors: {:#?}", manifests.errors);
     let mut set = manifests.namespaces.remove("default").unwrap_or_default();
     set.namespace = "default".into();
     set

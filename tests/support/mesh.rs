@@ -102,10 +102,20 @@ pub async fn owner_up(watcher: &TestMesh, owner: &str, within: Duration) -> bool
     }
 }
 
+/// Why a subscription did not come up: what the watcher's link saw, and what the owner's
+/// listener refused (when the refusal happened in its TLS handshake).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The watcher's last link error, with its causes.
+    pub at_watcher: String,
+    /// The owner listener's last refused handshake.
+    pub at_owner: Option<String>,
+}
+
 /// On loopback without Asterisk (the AMI sessions point nowhere; the owner's snapshot says
-/// UNAVAILABLE for what it cannot see): owner `office-b` with `owner_tls`, watcher `office-a` with `watcher_tls`; is the owner up at
-/// the watcher within 2 s?
-pub async fn subscribes(owner_tls: MeshTls, watcher_tls: MeshTls) -> bool {
+/// UNAVAILABLE for what it cannot see): owner `office-b` with `owner_tls`, watcher `office-a`
+/// with `watcher_tls`; is the owner up at the watcher within 2 s, and if not, why?
+pub async fn subscription(owner_tls: MeshTls, watcher_tls: MeshTls) -> Result<(), Refusal> {
     let (plan_a, plan_b) = pair_plans();
     let nowhere = || Session::spawn(ami_config("127.0.0.1:9".parse().unwrap()));
     let mut cfg_b = MeshConfig::new("office-b");
@@ -118,15 +128,30 @@ pub async fn subscribes(owner_tls: MeshTls, watcher_tls: MeshTls) -> bool {
     let watcher =
         TestMesh::start_on("office-a", SocketAddr::from(([127, 0, 0, 1], 0)), plan_a, cfg_a, nowhere()).await;
     let up = owner_up(&watcher, "office-b", Duration::from_secs(2)).await;
-    if up {
+    let outcome = if up {
         assert_eq!(watcher.node.desired("Custom:office-b-4001"), Some(DeviceState::Unavailable));
+        Ok(())
     } else {
         let text = owner.node.metrics().encode();
         assert!(text.contains("asterisk_agent_mesh_subscribers 0\n"), "{text}");
-    }
+        let start = Instant::now();
+        let at_watcher = loop {
+            if let Some(e) = watcher.node.link_error("office-b") {
+                break e;
+            }
+            assert!(start.elapsed() < Duration::from_secs(3), "the watcher's link never failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Err(Refusal { at_watcher, at_owner: owner.server.last_refusal() })
+    };
     owner.stop().await;
     watcher.stop().await;
-    up
+    outcome
+}
+
+/// [`subscription`] as a yes/no.
+pub async fn subscribes(owner_tls: MeshTls, watcher_tls: MeshTls) -> bool {
+    subscription(owner_tls, watcher_tls).await.is_ok()
 }
 
 /// Renders an example for loopback and boots one Asterisk per node (registrars first). The
@@ -183,7 +208,7 @@ impl Pki {
                 "-days",
                 "2",
                 "-subj",
-                "/CN=mesh-ca",
+                &format!("/CN=mesh-ca-{tag}"),
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",

@@ -8,4 +8,5 @@ pub mod baresip;
 pub mod fake_ami;
 pub mod fleet;
 pub mod mesh;
+pub mod pod;
 pub mod provision;

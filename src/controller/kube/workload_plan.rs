@@ -20,7 +20,7 @@ use crate::controller::conditions::{ConditionUpdate, ManagedReason};
 use crate::controller::credentials::NodeCredentials;
 use crate::controller::managed;
 use crate::controller::managed_settings::ManagedSettings;
-use crate::controller::mesh_pki::{self, LeafCheck, MeshCa, MeshLeaf};
+use crate::controller::mesh_pki::{self, LeafCheck, MeshCa};
 use crate::crd::{AsteriskNode, ManagedNode, namespace_of};
 
 /// Re-apply an unchanged workload this often anyway, undoing hand edits of owned fields.
@@ -134,6 +134,9 @@ pub(crate) struct WorkloadPlan {
     pub secret: SecretStep,
     /// A managed node's Service and StatefulSet (`None` for a node beside an existing server).
     pub objects: Option<ObjectStep>,
+    /// The namespace's mesh CA is unusable: the node's mesh keys stay as they are, and nothing
+    /// else waits for it (configuration keeps flowing to the node).
+    pub mesh_problem: Option<WorkloadError>,
 }
 
 /// What [`plan_workload`] decides from.
@@ -166,14 +169,35 @@ pub(crate) fn plan_workload(inputs: WorkloadInputs) -> Result<WorkloadPlan, Work
     if let Some(managed) = &node.spec.managed {
         permitted(managed, settings)?;
     }
-    let ca = ca.as_ref().map_err(Clone::clone)?;
-    let (credentials, leaf, secret_step) = plan_secret(node, secret, ca, settings, now)?;
-    let objects = match node.spec.managed.is_some() {
+    let managed = node.spec.managed.is_some();
+    let (credentials, secret_step, mesh_problem) = match (ca, secret) {
+        (Ok(ca), _) => {
+            let (credentials, step) = plan_secret(node, secret, ca, settings, now)?;
+            (credentials, step, None)
+        }
+        // A broken or expiring CA must not stop configuration: the Secret's credentials still
+        // reach the agent, and its mesh keys are left as they are until the CA is fixed.
+        (Err(e), Some(secret)) => {
+            let credentials = NodeCredentials::from_secret(secret)
+                .map_err(|e| WorkloadError::SecretIncomplete(e.to_string()))?;
+            (credentials, SecretStep::Keep, Some(e.clone()))
+        }
+        // A new managed pod cannot start without its mesh certificate files.
+        (Err(e), None) if managed => return Err(e.clone()),
+        (Err(e), None) => {
+            let credentials = NodeCredentials::generate(&namespace_of(node.meta()), &node.name_any(), false)
+                .map_err(|e| WorkloadError::Build(e.to_string()))?;
+            let secret = managed::secret(node, &credentials, None, settings)
+                .map_err(|e| WorkloadError::Build(e.to_string()))?;
+            (credentials, SecretStep::Create(Box::new(secret)), Some(e.clone()))
+        }
+    };
+    let objects = match managed {
         false => None,
         true => {
             let build = |e: managed::ManagedError| WorkloadError::Build(e.to_string());
             let service = managed::service(node, settings).map_err(build)?;
-            let stateful_set = managed::stateful_set(node, settings, &leaf).map_err(build)?;
+            let stateful_set = managed::stateful_set(node, settings).map_err(build)?;
             let hash = objects_hash(&service, &stateful_set);
             let fresh = last_applied.is_some_and(|(h, age)| h == hash && age < REAPPLY);
             Some(match fresh {
@@ -186,7 +210,7 @@ pub(crate) fn plan_workload(inputs: WorkloadInputs) -> Result<WorkloadPlan, Work
             })
         }
     };
-    Ok(WorkloadPlan { credentials, secret: secret_step, objects })
+    Ok(WorkloadPlan { credentials, secret: secret_step, objects, mesh_problem })
 }
 
 /// The operator runs only the images, and grants host networking only, its configuration allows:
@@ -210,22 +234,22 @@ fn permitted(managed: &ManagedNode, settings: &ManagedSettings) -> Result<(), Wo
     Ok(())
 }
 
-/// A node's Secret: its credentials, its current mesh leaf, and what to write.
+/// A node's Secret with a usable CA: its credentials, and what to write.
 fn plan_secret(
     node: &AsteriskNode,
     secret: Option<&Secret>,
     ca: &MeshCa,
     settings: &ManagedSettings,
     now: SystemTime,
-) -> Result<(NodeCredentials, MeshLeaf, SecretStep), WorkloadError> {
+) -> Result<(NodeCredentials, SecretStep), WorkloadError> {
     let build = |e: &dyn std::fmt::Display| WorkloadError::Build(e.to_string());
     let name = node.name_any();
     match secret {
         Some(secret) => {
             let credentials = NodeCredentials::from_secret(secret)
                 .map_err(|e| WorkloadError::SecretIncomplete(e.to_string()))?;
-            let (leaf, step) = match mesh_pki::check_leaf(secret, ca, &name, now) {
-                LeafCheck::Current(leaf) => (leaf, SecretStep::Keep),
+            let step = match mesh_pki::check_leaf(secret, ca, &name, now) {
+                LeafCheck::Current(_) => SecretStep::Keep,
                 check => {
                     let leaf = ca.issue(&name, now).map_err(|e| build(&e))?;
                     let patch = serde_json::json!({
@@ -236,10 +260,10 @@ fn plan_secret(
                         LeafCheck::Reissue(why) => Some(why),
                         _ => None,
                     };
-                    (leaf, SecretStep::WriteMeshKeys { patch, reissued })
+                    SecretStep::WriteMeshKeys { patch, reissued }
                 }
             };
-            Ok((credentials, leaf, step))
+            Ok((credentials, step))
         }
         None => {
             let leaf = ca.issue(&name, now).map_err(|e| build(&e))?;
@@ -247,7 +271,7 @@ fn plan_secret(
                 NodeCredentials::generate(&namespace_of(node.meta()), &name, node.spec.managed.is_some())
                     .map_err(|e| build(&e))?;
             let secret = managed::secret(node, &credentials, Some(&leaf), settings).map_err(|e| build(&e))?;
-            Ok((credentials, leaf, SecretStep::Create(Box::new(secret))))
+            Ok((credentials, SecretStep::Create(Box::new(secret))))
         }
     }
 }
@@ -297,7 +321,8 @@ mod tests {
                     Some(ObjectStep::Apply { .. }) => "apply",
                     None => "no-workload",
                 };
-                format!("{secret} {objects}")
+                let mesh = if p.mesh_problem.is_some() { " (mesh keys wait for the CA)" } else { "" };
+                format!("{secret} {objects}{mesh}")
             }
         }
     }
@@ -358,8 +383,31 @@ mod tests {
             case("unchanged, applied recently", Some(&current), recently, true, "keep observe"),
             case("unchanged, applied long ago", Some(&current), long_ago, true, "keep apply"),
             case("objects changed", Some(&current), recently, false, "keep apply"),
-            case("Secret from before the mesh", Some(&pre_mesh), recently, true, "add-mesh-keys apply"),
-            case("leaf of another CA", Some(&foreign), recently, true, "reissue-mesh-keys apply"),
+            // New mesh keys reach the agent through the mounted files: the pod is not rolled.
+            case("Secret from before the mesh", Some(&pre_mesh), recently, true, "add-mesh-keys observe"),
+            case("leaf of another CA", Some(&foreign), recently, true, "reissue-mesh-keys observe"),
+            // A broken CA stops nothing but the mesh keys of a node that runs already.
+            Case {
+                ca_ok: false,
+                ..case(
+                    "unusable CA, node running",
+                    Some(&current),
+                    recently,
+                    true,
+                    "keep observe (mesh keys wait for the CA)",
+                )
+            },
+            Case {
+                node: agent_node(),
+                ca_ok: false,
+                ..case(
+                    "unusable CA, new node beside a server",
+                    None,
+                    None,
+                    false,
+                    "create no-workload (mesh keys wait for the CA)",
+                )
+            },
             case("Secret lacks the token", Some(&incomplete), recently, true, "error SecretIncomplete"),
             Case {
                 settings: ManagedSettings {

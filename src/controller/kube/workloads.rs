@@ -146,6 +146,9 @@ impl Workloads {
         }
         let managed = plan.objects.is_some();
         let access = Ok(plan.credentials.agent_access(&ns, &name, managed));
+        if let Some(problem) = &plan.mesh_problem {
+            tracing::warn!(node = %name, namespace = %ns, error = %problem, "the mesh CA is unusable: the node's mesh keys are not renewed; configuration still flows");
+        }
         let Some(objects) = plan.objects else { return Ok(AgentTarget { managed: None, access }) };
         let key = (ns.clone(), name.clone());
         let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -171,10 +174,12 @@ impl Workloads {
                     tracing::info!(node = %name, namespace = %ns, statefulset = %workload, "applied the managed node's Service and StatefulSet");
                     self.applied.insert(key, (hash, Instant::now()));
                 }
-                Ok(AgentTarget {
-                    managed: Some(managed::workload_condition(&name, sts.status.as_ref())),
-                    access,
-                })
+                // The pod's state, unless the mesh CA needs attention (which stops nothing else).
+                let condition = match plan.mesh_problem {
+                    Some(problem) => problem.to_condition(),
+                    None => managed::workload_condition(&name, sts.status.as_ref()),
+                };
+                Ok(AgentTarget { managed: Some(condition), access })
             }
             Err(kube::Error::Api(s)) if s.code == 404 && applied.is_none() && !not_served_status(&s) => {
                 // Deleted behind our back: apply it again next pass.
@@ -317,6 +322,8 @@ fn cached(secrets: &[Arc<Secret>], ns: &str, name: &str, role: SecretRole) -> Op
 mod tests {
     //! The workload step against kube-rs's mocked API service (the real test server has no
     //! Secrets, Services or StatefulSets).
+
+    use std::time::Duration;
 
     use http::Method;
     use serde_json::Value;
@@ -475,10 +482,17 @@ mod tests {
     }
 
     /// The agent container of a StatefulSet (as sent) runs the mesh on 7444 with the files of
-    /// the mounted Secret, and the pod template carries `leaf`'s fingerprint.
+    /// the mounted Secret, and nothing of `leaf` is in the pod template (a renewal must not roll
+    /// the pod: the agent reloads the files).
     fn assert_mesh_in_pod(sts: &Value, leaf: &MeshLeaf) {
         let template = &sts["spec"]["template"];
-        assert_eq!(template["metadata"]["annotations"][managed::MESH_CERT_ANNOTATION], leaf.revision());
+        assert!(template["metadata"].get("annotations").is_none(), "{}", template["metadata"]);
+        for line in leaf.cert_pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(
+                !sts.to_string().contains(line),
+                "no part of the mesh certificate is in the pod template"
+            );
+        }
         let agent =
             template["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "agent").unwrap();
         let args: Vec<&str> = agent["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
@@ -612,6 +626,37 @@ mod tests {
         let c = targets[&key()].managed.as_ref().unwrap();
         assert_eq!((c.status, c.reason.as_str()), (false, "MeshCAInvalid"));
         assert!(c.message.starts_with("Secret default/asterisk-mesh-ca: data.ca.key is missing"), "{c:?}");
+
+        // A node that runs already: its workload and its pushes go on with its Secret's
+        // credentials; only its mesh keys wait for a usable CA, and the condition says so.
+        let (client, mut handle) = mock();
+        let creds = NodeCredentials::generate("default", "office-a", true).unwrap();
+        let leaf = ca.issue("office-a", SystemTime::now()).unwrap();
+        let mut node_secret =
+            managed::secret(&managed_node(), &creds, Some(&leaf), &managed_settings()).unwrap();
+        node_secret.metadata.namespace = Some("default".into());
+        let store = [store[0].clone(), Arc::new(node_secret)];
+        let server = tokio::spawn(async move {
+            answer(&mut handle, Some(resource_list("v1", &["secrets", "services"]))).await;
+            answer(&mut handle, Some(resource_list("apps/v1", &["statefulsets"]))).await;
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let next = tokio::time::timeout(Duration::from_secs(5), answer(&mut handle, None)).await;
+                seen.push(next.unwrap_or_else(|_| panic!("a request did not come; seen {seen:?}")));
+            }
+            assert!(silent(&mut handle).await, "nothing else: the Secret is left alone");
+            seen
+        });
+        let targets = Workloads::default()
+            .reconcile(&client, Some(&store[..]), &managed_fleet(), &managed_settings())
+            .await;
+        let seen = server.await.unwrap();
+        let patched: Vec<&str> =
+            seen.iter().filter(|(m, _, _)| m == Method::PATCH).map(|(_, u, _)| u.as_str()).collect();
+        assert_eq!(patched.len(), 2, "Service and StatefulSet applied: {patched:?}");
+        let target = &targets[&key()];
+        assert_eq!(target.access.as_ref().unwrap().token.as_ref(), Some(&creds.agent_token), "pushes go on");
+        assert_eq!(target.managed.as_ref().unwrap().reason, "MeshCAInvalid");
     }
 
     #[tokio::test]
