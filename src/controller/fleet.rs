@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::agent_policy::{self, AgentPolicy};
 use super::conditions::{ConditionUpdate, needs_cluster};
+use super::leader::Gate;
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
 use crate::agent::client::{AgentAccess, ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
@@ -73,12 +74,19 @@ pub struct FleetReconciler {
     /// How each node's agent may be reached, by (namespace, node); a managed node without an
     /// entry has no cluster to run in (`--manifests` mode).
     targets: BTreeMap<(String, String), AgentTarget>,
+    /// Whether this replica may push now (the leader Lease); always open by default.
+    gate: Gate,
 }
 
 impl FleetReconciler {
     /// Nothing pushed yet; agents are reached as `policy` allows.
     pub fn new(policy: AgentPolicy) -> Self {
         Self { policy, ..Self::default() }
+    }
+
+    /// Pushes only while `gate` is open: checked as each bundle is sent, however long the pass.
+    pub fn with_gate(self, gate: Gate) -> Self {
+        Self { gate, ..self }
     }
 
     /// The statuses computed by the last reconcile.
@@ -137,10 +145,10 @@ impl FleetReconciler {
                     // The workload says no agent can be reached this pass; keep what is known.
                     continue;
                 }
-                let bundle = bundle.clone();
+                let (bundle, gate) = (bundle.clone(), self.gate.clone());
                 tasks.spawn(async move {
                     let contact = match (endpoint, access) {
-                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit).await,
+                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit, &gate).await,
                         (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
                         (None, Ok(_)) => unreachable!("an access needs an endpoint"),
                     };
@@ -278,7 +286,7 @@ enum Contact {
 /// Visits one node's agent: pushes the bundle, or reads the status and pushes again when the
 /// agent no longer runs the bundle (restored from a backup, another controller, a hand edit of
 /// its state).
-async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit) -> Contact {
+async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit, gate: &Gate) -> Contact {
     let opts = ClientOptions::with_access(url, access.clone());
     let mut client = match connect(&opts).await {
         Ok(c) => c,
@@ -298,6 +306,12 @@ async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit)
             ),
             Err(status) => return Contact::Lost(format!("Status: {}", status.message())),
         }
+    }
+    if !gate.may_act() {
+        // Leadership lapsed while this pass ran: another replica may be pushing already.
+        return Contact::Pushed(NodeOutcome::Unreachable(
+            "not pushed: this replica is no longer the leader".into(),
+        ));
     }
     let result = match client.apply(bundle_to_proto(bundle)).await {
         Ok(r) => r.into_inner(),
