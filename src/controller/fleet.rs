@@ -176,9 +176,34 @@ impl FleetReconciler {
             }
             let failures = if ok { 0 } else { self.pushes.get(&key).map_or(0, |p| p.failures) + 1 };
             let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
+            // A managed pod that is not ready is pushed to all the same (its agent turns ready
+            // only after its first apply), but an agent that does not answer yet is expected
+            // there, not a transport fault: said so, at INFO.
+            let starting = self.targets.get(&key).and_then(|t| t.managed.as_ref()).filter(|c| !c.status);
+            let outcome = match (outcome, starting) {
+                (NodeOutcome::Unreachable(why), Some(c)) => NodeOutcome::Unreachable(format!(
+                    "the node's pod is not ready ({}); its agent: {why}",
+                    c.message
+                )),
+                (outcome, _) => outcome,
+            };
+            let same_as_before = match (&outcome, self.pushes.get(&key).map(|p| &p.outcome)) {
+                (NodeOutcome::NoAgent(now), Some(NodeOutcome::NoAgent(before))) => now == before,
+                _ => false,
+            };
             match &outcome {
                 NodeOutcome::Applied { result, .. } if result.ok => {
                     tracing::info!(node = %key.1, hash = %short(&hash), unchanged = result.unchanged, "bundle applied")
+                }
+                // Nothing was attempted (no agent to reach yet): said once per change.
+                NodeOutcome::NoAgent(why) if same_as_before => {
+                    tracing::debug!(node = %key.1, reason = %why, "bundle not pushed")
+                }
+                NodeOutcome::NoAgent(why) => {
+                    tracing::info!(node = %key.1, reason = %why, "bundle not pushed")
+                }
+                NodeOutcome::Unreachable(why) if starting.is_some() => {
+                    tracing::info!(node = %key.1, reason = %why, retry_in = ?backoff, "the node's pod is starting")
                 }
                 other if pushed => {
                     tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")

@@ -48,7 +48,7 @@ use super::fleet::{FleetReconciler, ReconcileReport};
 use super::leader::{self, Gate, LeaseLock, Timing};
 use super::managed_settings::ManagedSettings;
 use super::metrics::ControllerMetrics;
-use super::notices::notices;
+use super::notices::{LoggedErrors, notices};
 use crate::offline::LoadedFleet;
 use crate::{render, topology};
 
@@ -100,6 +100,7 @@ struct Controller {
     fleet: FleetReconciler,
     events: EventPublisher,
     workloads: Workloads,
+    logged: LoggedErrors,
 }
 
 /// Runs until `shutdown` resolves.
@@ -137,6 +138,7 @@ pub async fn run(
         fleet: FleetReconciler::default(),
         events: EventPublisher::new(client.clone()),
         workloads: Workloads::default(),
+        logged: LoggedErrors::default(),
         client,
         opts,
         stores,
@@ -225,9 +227,7 @@ impl Controller {
         self.fleet.set_targets(targets);
         let before = self.fleet.statuses().clone();
         let report = self.fleet.reconcile(&fleets).await;
-        for e in &report.errors {
-            tracing::warn!(error = %e, "invalid resource");
-        }
+        self.logged.log(&report.errors);
         for notice in notices(&before, self.fleet.statuses()) {
             if let Some(fleet) = fleets.get(&notice.object.namespace) {
                 self.events.publish(fleet, &notice).await;
