@@ -130,8 +130,8 @@ mod tests {
     fn an_invalid_resource_is_logged_once_per_change() {
         let mut logged = LoggedErrors::default();
         let (a, b) = ("Phone desk: spec.extension …".to_owned(), "Trunk x: spec.ends …".to_owned());
-        assert_eq!(logged.update(&[a.clone()]), (vec![a.clone()], vec![]));
-        assert_eq!(logged.update(&[a.clone()]), (vec![], vec![]), "every later pass: nothing");
+        assert_eq!(logged.update(std::slice::from_ref(&a)), (vec![a.clone()], vec![]));
+        assert_eq!(logged.update(std::slice::from_ref(&a)), (vec![], vec![]), "every later pass: nothing");
         assert_eq!(logged.update(&[a.clone(), b.clone()]), (vec![b.clone()], vec![]));
         assert_eq!(logged.update(&[b]), (vec![], vec![a]), "fixed");
     }

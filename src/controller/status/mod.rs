@@ -368,7 +368,6 @@ pub(crate) mod tests {
                 error: (!error.is_empty()).then(|| crate::agent::proto::ApplyError {
                     file: "pjsip.conf".into(),
                     message: error.into(),
-                    ..Default::default()
                 }),
                 rolled_back: !error.is_empty(),
                 ..Default::default()
