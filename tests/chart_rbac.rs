@@ -205,6 +205,7 @@ fn record(namespaces: &[&str]) -> Vec<(Method, String, String)> {
                 image_prefixes: vec![format!("{IMAGE}:")],
                 ..ManagedSettings::default()
             },
+            cleanup_timeout: None,
         };
         let metrics = ControllerMetrics::default();
         run(client, opts, &metrics, tokio::time::sleep(Duration::from_secs(3))).await.unwrap();

@@ -138,6 +138,7 @@ fn replica(
             duration: LEASE,
         }),
         managed: ManagedSettings::default(),
+        cleanup_timeout: None,
     };
     async move {
         let client = kube::Client::new(service, NS);

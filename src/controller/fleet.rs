@@ -76,6 +76,25 @@ pub struct FleetReconciler {
     targets: BTreeMap<(String, String), AgentTarget>,
     /// Whether this replica may push now (the leader Lease); always open by default.
     gate: Gate,
+    /// Nodes leaving the fleet (their AsteriskNode deleted), by (namespace, node): each is
+    /// pushed the empty bundle until its agent applied it.
+    retiring: BTreeMap<(String, String), Retiring>,
+}
+
+/// A node leaving the fleet: where its agent is, and the bundle that empties it.
+#[derive(Clone, Debug)]
+pub struct Retiring {
+    /// Its `spec.agent.endpoint`.
+    pub endpoint: String,
+    /// [`Bundle::retired`] for it.
+    pub bundle: Bundle,
+}
+
+impl Retiring {
+    /// Node `node` of `namespace`, whose agent is at `endpoint`.
+    pub fn new(namespace: &str, node: &str, endpoint: &str) -> Self {
+        Self { endpoint: endpoint.to_owned(), bundle: Bundle::retired(namespace, node) }
+    }
 }
 
 impl FleetReconciler {
@@ -111,6 +130,25 @@ impl FleetReconciler {
         self.targets = targets;
     }
 
+    /// Sets the nodes leaving the fleet this pass (their agents' credentials come with
+    /// [`Self::set_targets`]).
+    pub fn set_retiring(&mut self, retiring: BTreeMap<(String, String), Retiring>) {
+        self.retiring = retiring;
+    }
+
+    /// Has retiring node `node`'s agent applied the empty bundle (so nothing of the operator's is
+    /// left on its Asterisk)?
+    pub fn retired(&self, namespace: &str, node: &str) -> bool {
+        let key = (namespace.to_owned(), node.to_owned());
+        self.retiring.get(&key).is_some_and(|r| self.applied(namespace, node, &r.bundle.hash))
+    }
+
+    /// What the last visit to a node said, in short (for messages about a node not retired
+    /// yet).
+    pub fn last_outcome(&self, namespace: &str, node: &str) -> Option<String> {
+        self.pushes.get(&(namespace.to_owned(), node.to_owned())).map(|p| short_outcome(&p.outcome))
+    }
+
     /// Has `node`'s agent applied exactly `hash`?
     pub fn applied(&self, namespace: &str, node: &str, hash: &str) -> bool {
         self.pushes.get(&(namespace.to_owned(), node.to_owned())).is_some_and(|p| {
@@ -124,37 +162,49 @@ impl FleetReconciler {
         let mut report = ReconcileReport::default();
         let now = Instant::now();
         let mut tasks = JoinSet::new();
+        // Every node to visit: the fleets' nodes with their bundles, and the retiring nodes
+        // with the empty bundle that removes the operator's files.
+        let mut nodes: Vec<NodeVisit<'_>> = Vec::new();
         for (namespace, fleet) in fleets {
             report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
             for (node, bundle) in &fleet.bundles {
-                let key = (namespace.clone(), node.clone());
-                let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
                 let target = fleet.resolution.topology.nodes.get(node);
-                let managed = target.is_some_and(|n| n.managed);
-                let credentials = match self.targets.get(&key) {
-                    Some(t) => t.access.clone(),
-                    None if managed => Err(needs_cluster().message),
-                    None => Err("the node's credentials are not available yet".into()),
-                };
                 let endpoint = target.and_then(|n| n.agent_endpoint.clone());
-                let access = match &endpoint {
-                    Some(url) => agent_policy::reach(&self.policy, namespace, url, managed, credentials),
-                    None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
-                };
-                if visit == Visit::Refresh && access.is_err() {
-                    // The workload says no agent can be reached this pass; keep what is known.
-                    continue;
-                }
-                let (bundle, gate) = (bundle.clone(), self.gate.clone());
-                tasks.spawn(async move {
-                    let contact = match (endpoint, access) {
-                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit, &gate).await,
-                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
-                        (None, Ok(_)) => unreachable!("an access needs an endpoint"),
-                    };
-                    (key, bundle.hash, contact)
-                });
+                nodes.push((
+                    (namespace.clone(), node.clone()),
+                    bundle,
+                    endpoint,
+                    target.is_some_and(|n| n.managed),
+                ));
             }
+        }
+        for (key, retiring) in &self.retiring {
+            nodes.push((key.clone(), &retiring.bundle, Some(retiring.endpoint.clone()), false));
+        }
+        for (key, bundle, endpoint, managed) in nodes {
+            let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
+            let credentials = match self.targets.get(&key) {
+                Some(t) => t.access.clone(),
+                None if managed => Err(needs_cluster().message),
+                None => Err("the node's credentials are not available yet".into()),
+            };
+            let access = match &endpoint {
+                Some(url) => agent_policy::reach(&self.policy, &key.0, url, managed, credentials),
+                None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
+            };
+            if visit == Visit::Refresh && access.is_err() {
+                // The workload says no agent can be reached this pass; keep what is known.
+                continue;
+            }
+            let (bundle, gate) = (bundle.clone(), self.gate.clone());
+            tasks.spawn(async move {
+                let contact = match (endpoint, access) {
+                    (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit, &gate).await,
+                    (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
+                    (None, Ok(_)) => unreachable!("an access needs an endpoint"),
+                };
+                (key, bundle.hash, contact)
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             let Ok((key, hash, contact)) = joined else { continue };
@@ -215,7 +265,10 @@ impl FleetReconciler {
             self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
         }
         // Forget nodes that are gone.
-        self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+        self.pushes.retain(|key, _| {
+            self.retiring.contains_key(key)
+                || fleets.get(&key.0).is_some_and(|f| f.bundles.contains_key(&key.1))
+        });
         for (namespace, fleet) in fleets {
             for (node, bundle) in &fleet.bundles {
                 let key = (namespace.clone(), node.clone());
@@ -297,6 +350,9 @@ fn visit(last: Option<&NodePush>, hash: &str, now: Instant) -> Option<Visit> {
         Some(_) => None,
     }
 }
+
+/// A node to visit this pass: (namespace, node), its bundle, its agent endpoint, managed.
+type NodeVisit<'a> = ((String, String), &'a Bundle, Option<String>, bool);
 
 /// What came of a visit.
 enum Contact {

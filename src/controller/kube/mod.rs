@@ -20,8 +20,10 @@
 
 mod discovery;
 mod events;
+mod finalizer_plan;
 mod finalizers;
 mod names;
+mod retirement;
 mod secrets;
 mod sources;
 mod status_writer;
@@ -40,6 +42,7 @@ pub use names::{FIELD_MANAGER, FINALIZER};
 pub use workload_plan::WorkloadError;
 
 use self::events::EventPublisher;
+use self::finalizers::Finalizers;
 use self::sources::Stores;
 use self::workloads::Workloads;
 use super::agent_policy::AgentPolicy;
@@ -69,6 +72,9 @@ pub struct KubeOptions {
     pub lease: Option<LeaseSettings>,
     /// What shapes the workloads of managed nodes.
     pub managed: ManagedSettings,
+    /// Release a deleted resource whose cleanup has not finished after this long, with a
+    /// warning (`None`: wait as long as it takes). See `names::SKIP_CLEANUP_ANNOTATION`.
+    pub cleanup_timeout: Option<Duration>,
 }
 
 /// The leader-election Lease.
@@ -101,6 +107,7 @@ struct Controller {
     events: EventPublisher,
     workloads: Workloads,
     logged: LoggedErrors,
+    finalizers: Finalizers,
 }
 
 /// Runs until `shutdown` resolves.
@@ -139,6 +146,7 @@ pub async fn run(
         events: EventPublisher::new(client.clone()),
         workloads: Workloads::default(),
         logged: LoggedErrors::default(),
+        finalizers: Finalizers::new(opts.cleanup_timeout),
         client,
         opts,
         stores,
@@ -224,7 +232,12 @@ impl Controller {
             // No Secrets API: the nodes beside existing servers keep their credentials in the file.
             targets.extend(file_credentials::targets(file, &fleets));
         }
+        // Deleted nodes beside existing servers, to be emptied before their finalizer goes.
+        let (retiring, retiring_targets) =
+            retirement::retiring(&self.stores, cached.as_deref(), self.opts.secrets_file.as_deref());
+        targets.extend(retiring_targets);
         self.fleet.set_targets(targets);
+        self.fleet.set_retiring(retiring);
         let before = self.fleet.statuses().clone();
         let report = self.fleet.reconcile(&fleets).await;
         self.logged.log(&report.errors);
@@ -236,7 +249,7 @@ impl Controller {
         for fleet in fleets.values() {
             status_writer::write(client, fleet, self.fleet.statuses()).await;
         }
-        finalizers::sync(client, &self.stores, &fleets, &self.fleet).await;
+        self.finalizers.sync(client, &self.stores, &fleets, &self.fleet, &mut self.events).await;
         report
     }
 }
