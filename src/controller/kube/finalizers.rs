@@ -23,6 +23,23 @@ use crate::crd::namespace_of;
 use crate::offline::LoadedFleet;
 use crate::topology::{Kind, ObjectRef};
 
+/// A namespaced kind of the fleet, patched by name.
+trait Finalized:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Finalized for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// The cleanup finalizers across passes.
 #[derive(Debug, Default)]
 pub(crate) struct Finalizers {
@@ -108,20 +125,14 @@ impl Finalizers {
     }
 
     /// Decides and performs one resource's step; returns which resource it was.
-    async fn sync_one<K>(
+    async fn sync_one<K: Finalized>(
         &mut self,
         client: &Client,
         events: &mut EventPublisher,
         resource: &K,
         kind: Kind,
         pending: &[String],
-    ) -> ObjectRef
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    ) -> ObjectRef {
         let meta = resource.meta();
         let object = ObjectRef::new(kind, &namespace_of(meta), &resource.name_any());
         let has = meta.finalizers.iter().flatten().any(|f| f == FINALIZER);
@@ -168,13 +179,7 @@ impl Finalizers {
 }
 
 /// Adds the finalizer (`add`) or removes it, leaving every other controller's alone.
-async fn set_finalizer<K>(client: &Client, resource: &K, add: bool)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn set_finalizer<K: Finalized>(client: &Client, resource: &K, add: bool) {
     let meta = resource.meta();
     let finalizers = meta.finalizers.clone().unwrap_or_default();
     let next: Vec<String> = match add {
