@@ -26,12 +26,9 @@ use asterisk_operator::controller::managed_settings::ManagedSettings;
 use asterisk_operator::controller::mesh_pki::{self, MeshCa};
 use asterisk_operator::controller::metrics::ControllerMetrics;
 use asterisk_operator::crd::AsteriskNode;
-use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::StreamBody;
 use serde_json::{Value, json};
+use support::fake_api::{Body, LeaseStore, json_body, open_watch, status};
 use support::fleet::repo;
 
 const NS: &str = "tenant-a";
@@ -48,33 +45,6 @@ const NOT_SHOWN: &[(&str, &str, &str, &str)] = &[(
     "patch",
     "kube-rs's Event recorder patches an Event only when the same Event repeats within minutes; a few passes emit each transition once",
 )];
-
-type Body = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
-
-fn json_body(code: StatusCode, v: &Value) -> Response<Body> {
-    let bytes = Bytes::from(serde_json::to_vec(v).unwrap());
-    let body: BoxStream<'static, Result<Frame<Bytes>, Infallible>> =
-        stream::iter([Ok(Frame::data(bytes))]).boxed();
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(StreamBody::new(body))
-        .unwrap()
-}
-
-/// A watch that stays open and quiet, as a real one does between changes.
-fn open_watch() -> Response<Body> {
-    let body: BoxStream<'static, Result<Frame<Bytes>, Infallible>> = stream::pending().boxed();
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(StreamBody::new(body))
-        .unwrap()
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": reason, "message": message, "code": code})
-}
 
 /// The fleet as the API server holds it: kind → objects.
 fn fleet() -> BTreeMap<&'static str, Vec<Value>> {
@@ -148,7 +118,7 @@ type Calls = Arc<Mutex<Vec<(Method, String, String)>>>;
 async fn answer(
     req: Request<kube::client::Body>,
     calls: Calls,
-    lease: Arc<Mutex<Option<Value>>>,
+    lease: Arc<Mutex<LeaseStore>>,
 ) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -181,17 +151,8 @@ async fn answer(
             StatusCode::CONFLICT,
             &status(409, "AlreadyExists", "secrets \"phone-desk-b\" already exists"),
         ),
-        ("GET", [.., "leases"]) => ok(&list("LeaseList", vec![])),
-        ("GET", [.., "leases", _]) => match lease.lock().unwrap().clone() {
-            Some(l) => ok(&l),
-            None => json_body(StatusCode::NOT_FOUND, &status(404, "NotFound", "leases not found")),
-        },
-        ("POST", [.., "leases"]) | ("PUT", [.., "leases", _]) => {
-            let mut stored = body.clone();
-            stored["metadata"]["resourceVersion"] = json!("2");
-            *lease.lock().unwrap() = Some(stored.clone());
-            json_body(if method == Method::POST { StatusCode::CREATED } else { StatusCode::OK }, &stored)
-        }
+        (m, [.., "leases"]) => lease.lock().unwrap().answer(m, false, &body),
+        (m, [.., "leases", _]) => lease.lock().unwrap().answer(m, true, &body),
         ("GET", [.., "statefulsets", name, "status"]) => {
             ok(&json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": name, "namespace": NS}, "status": {"replicas": 1, "readyReplicas": 1}}))
@@ -219,7 +180,7 @@ async fn answer(
 /// Runs the controller against the fake server for a few passes; returns every call.
 fn record(namespaces: &[&str]) -> Vec<(Method, String, String)> {
     let calls: Calls = Arc::default();
-    let lease = Arc::new(Mutex::new(None));
+    let lease = Arc::new(Mutex::new(LeaseStore::default()));
     let (c, l) = (calls.clone(), lease.clone());
     let service = tower::service_fn(move |req| {
         let (c, l) = (c.clone(), l.clone());
@@ -244,6 +205,7 @@ fn record(namespaces: &[&str]) -> Vec<(Method, String, String)> {
                 image_prefixes: vec![format!("{IMAGE}:")],
                 ..ManagedSettings::default()
             },
+            cleanup_timeout: None,
         };
         let metrics = ControllerMetrics::default();
         run(client, opts, &metrics, tokio::time::sleep(Duration::from_secs(3))).await.unwrap();

@@ -59,6 +59,7 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
                 duration: Duration::from_secs(15),
             }),
             managed: Default::default(),
+            cleanup_timeout: None,
         };
         let metrics = std::sync::Arc::new(ControllerMetrics::default());
         let (http, _task) =
@@ -175,17 +176,115 @@ fn controller_reconciles_the_fleet_from_a_real_api_server() {
         })
         .await;
 
-        // A phone whose node is gone is not held by its finalizer.
+        // Passes are counted: "nothing happened" is checked after passes, not after a sleep.
+        let passes = || {
+            let m = ag::parse_metrics(&ag::get(http, "/metrics").1);
+            ag::value(&m, r#"asterisk_operator_reconciles_total{result="ok"}"#)
+                + ag::value(&m, r#"asterisk_operator_reconciles_total{result="degraded"}"#)
+        };
+        let two_more_passes =
+            |from: f64| {
+                eventually("two more passes", Duration::from_secs(20), move || async move {
+                    passes() >= from + 2.0
+                })
+            };
+
+        // A phone deleted while its node is invalid: nothing can be pushed to that node, so the
+        // phone stays (its credentials are still on the PBX) until the node is fixed — then a
+        // bundle without it is applied and only then the phone goes.
+        let invalid = serde_json::json!({"spec": {"phoneContext": "globals"}});
+        node_api.patch("office-a", &PatchParams::default(), &Patch::Merge(&invalid)).await.unwrap();
+        eventually("office-a invalid", Duration::from_secs(20), || {
+            let api = node_api.clone();
+            async move {
+                let n = api.get_status("office-a").await.unwrap();
+                n.status.as_ref().and_then(|s| condition(&s.conditions, "Valid")).is_some_and(|c| {
+                    c.status == "False" && c.reason == "ReservedName" && c.observed_generation == Some(2)
+                })
+            }
+        })
+        .await;
+        phone_api.delete("reception", &DeleteParams::default()).await.unwrap();
+        two_more_passes(passes()).await;
+        let held = phone_api.get_opt("reception").await.unwrap().expect("held by its finalizer");
+        assert!(held.meta().deletion_timestamp.is_some());
+        assert!(
+            a_node.rx("pjsip show endpoints").contains(" 3001/"),
+            "the PBX still has it: nothing was pushed"
+        );
+        let fixed = serde_json::json!({"spec": {"phoneContext": "operator-phones"}});
+        node_api.patch("office-a", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
+        eventually("3001's credentials gone from office-a", Duration::from_secs(30), || async {
+            !a_node.rx("pjsip show endpoints").contains(" 3001/")
+        })
+        .await;
+        eventually(
+            "the phone released once its node applied a bundle without it",
+            Duration::from_secs(20),
+            || {
+                let api = phone_api.clone();
+                async move { api.get_opt("reception").await.unwrap().is_none() }
+            },
+        )
+        .await;
+
+        // Deleting a node beside an existing server: its agent is pushed the empty bundle, so no
+        // phone or trunk credential of the operator's stays on that PBX, and only then it goes.
+        assert!(b_node.rx("pjsip show endpoints").contains(" 4001/"));
+        assert!(b_node.rx("iax2 show peers").contains("a-b-iax"), "{}", b_node.rx("iax2 show peers"));
         node_api.delete("office-b", &DeleteParams::default()).await.unwrap();
-        eventually("office-b gone", Duration::from_secs(10), || {
+        eventually("office-b gone", Duration::from_secs(30), || {
             let api = node_api.clone();
             async move { api.get_opt("office-b").await.unwrap().is_none() }
         })
         .await;
+        let endpoints = b_node.rx("pjsip show endpoints");
+        assert!(!endpoints.contains(" 4001/") && !endpoints.contains(" 4002/"), "{endpoints}");
+        assert!(!b_node.rx("iax2 show peers").contains("a-b-iax"), "{}", b_node.rx("iax2 show peers"));
+        assert!(!b_node.etc_dir().join("pjsip_operator.conf").exists(), "the operator's files are removed");
+        // A phone whose node is gone is not held by its finalizer.
         phone_api.delete("sales-1", &DeleteParams::default()).await.unwrap();
         eventually("sales-1 released although its node is gone", Duration::from_secs(20), || {
             let api = phone_api.clone();
             async move { api.get_opt("sales-1").await.unwrap().is_none() }
+        })
+        .await;
+
+        // A node whose agent never answers holds its deletion (the default cleanup timeout
+        // gives up after 30 minutes); the skip-cleanup annotation releases it at once.
+        let lost: AsteriskNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "asterisk.operator.dev/v1alpha1", "kind": "AsteriskNode",
+            "metadata": {"name": "office-c", "namespace": "default"},
+            "spec": {"numbering": {"prefixes": ["5"], "length": 4}, "address": "127.0.0.1",
+                "agent": {"endpoint": "http://127.0.0.1:1"}}}))
+        .unwrap();
+        create(&client, lost).await;
+        eventually("office-c carries the finalizer", Duration::from_secs(20), || {
+            let api = node_api.clone();
+            async move {
+                api.get("office-c")
+                    .await
+                    .unwrap()
+                    .meta()
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == "asterisk.operator.dev/cleanup")
+            }
+        })
+        .await;
+        node_api.delete("office-c", &DeleteParams::default()).await.unwrap();
+        two_more_passes(passes()).await;
+        assert!(
+            node_api.get_opt("office-c").await.unwrap().is_some(),
+            "held: its agent never applied the empty bundle"
+        );
+        let skip =
+            serde_json::json!({"metadata": {"annotations": {"asterisk.operator.dev/skip-cleanup": "true"}}});
+        node_api.patch("office-c", &PatchParams::default(), &Patch::Merge(&skip)).await.unwrap();
+        eventually("office-c released by the escape hatch", Duration::from_secs(20), || {
+            let api = node_api.clone();
+            async move { api.get_opt("office-c").await.unwrap().is_none() }
         })
         .await;
 

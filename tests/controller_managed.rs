@@ -82,6 +82,7 @@ fn the_agent_node_reconciles_while_the_managed_node_names_the_missing_workload_a
             debounce: Duration::from_millis(100),
             lease: None,
             managed: Default::default(),
+            cleanup_timeout: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let c = client.clone();

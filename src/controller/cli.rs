@@ -56,6 +56,12 @@ pub struct ControllerArgs {
     /// Let managed nodes ask for `spec.managed.hostNetwork`.
     #[arg(long, env = "AO_CONTROLLER_ALLOW_HOST_NETWORK")]
     pub allow_host_network: bool,
+    /// Seconds to wait for a deleted resource's cleanup (its node applying a bundle without it;
+    /// a deleted node's agent applying the empty bundle) before releasing it anyway with a
+    /// Warning Event. 0: wait as long as it takes. A resource annotated
+    /// `asterisk.operator.dev/skip-cleanup: "true"` is released at once.
+    #[arg(long, env = "AO_CONTROLLER_CLEANUP_TIMEOUT", default_value_t = 1800)]
+    pub cleanup_timeout: u64,
     /// Namespace of the leader-election Lease (the controller's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -133,6 +139,7 @@ pub async fn run(args: ControllerArgs) -> Result<ExitCode, ControllerError> {
                 ..super::managed_settings::ManagedSettings::default()
             },
             namespaces: args.namespaces.clone(),
+            cleanup_timeout: (args.cleanup_timeout > 0).then(|| Duration::from_secs(args.cleanup_timeout)),
         };
         kube_mode::run(client, opts, &metrics, crate::daemon::shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);

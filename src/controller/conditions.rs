@@ -91,6 +91,9 @@ reasons! {
         Superseded,
         /// Asterisk (or the agent) rejected the bundle; the previous configuration stays.
         ApplyFailed,
+        /// The bundle is written and reloaded, but part of it (a SIP transport, an IAX2
+        /// listener) takes effect only when Asterisk restarts.
+        RestartRequired,
     }
 }
 
@@ -215,15 +218,36 @@ pub fn needs_cluster() -> ConditionUpdate {
     )
 }
 
+/// The longest condition message kept, in bytes. An apply error can carry a whole Asterisk log
+/// (hundreds of KiB): the status would be rewritten with it on every change, and the API server
+/// refuses condition messages over 32 KiB. The whole text stays in the agent's log.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, saying how much was cut.
+pub fn bounded_message(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    let mut end = MAX_MESSAGE_BYTES - 64;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!(" … ({} of {total} bytes cut; the agent's log has it all)", total - end));
+    message
+}
+
 /// Sets `update` in `conditions` for `generation` at `now`: replaces the condition of the same
-/// type, keeping its `lastTransitionTime` when the status did not change. Returns whether
-/// anything changed.
+/// type, keeping its `lastTransitionTime` when the status did not change. Messages are bounded
+/// ([`bounded_message`]). Returns whether anything changed.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
-    update: ConditionUpdate,
+    mut update: ConditionUpdate,
     generation: Option<i64>,
     now: &Time,
 ) -> bool {
+    update.message = bounded_message(update.message);
     let status = if update.status { "True" } else { "False" }.to_owned();
     let existing = conditions.iter_mut().find(|c| c.type_ == update.type_);
     match existing {
@@ -259,6 +283,23 @@ pub fn set_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_once_and_then_compares_equal() {
+        let log = "ERROR[1234] config.c: Error in file pjsip.conf: ü\n".repeat(6000);
+        let update = ConditionUpdate::failed(AppliedReason::ApplyFailed, log.clone());
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut conditions = Vec::new();
+        assert!(set_condition(&mut conditions, update.clone(), Some(1), &now));
+        let message = &conditions[0].message;
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{} bytes", message.len());
+        assert!(message.starts_with("ERROR[1234]") && message.contains("bytes cut"), "{message}");
+        assert!(
+            !set_condition(&mut conditions, update, Some(1), &now),
+            "the same long message again: no change"
+        );
+        assert_eq!(bounded_message("short".into()), "short");
+    }
     use crate::topology::{Kind, ObjectRef, Reason};
 
     fn time(s: &str) -> Time {

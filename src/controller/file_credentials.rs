@@ -8,10 +8,26 @@ use std::path::Path;
 
 use super::credentials::NodeCredentials;
 use super::fleet::AgentTarget;
+use crate::agent::client::AgentAccess;
 use crate::manifest::Manifests;
 use crate::offline::{self, LoadedFleet};
 use crate::secret::SecretValue;
 use crate::topology::managed_workload_name;
+
+/// How to reach the agent of node `node` with the credentials the file keeps for it (none are
+/// generated: a node leaving the fleet is reached with what its agent was given, or not at all).
+pub fn access(file: &Path, namespace: &str, node: &str) -> Result<AgentAccess, String> {
+    let mut kept = Manifests::default();
+    kept.add_path(file).map_err(|e| format!("cannot read the secrets file: {e}"))?;
+    let name = managed_workload_name(node);
+    let values = kept
+        .namespaces
+        .get(namespace)
+        .and_then(|set| set.secrets.get(&name))
+        .ok_or_else(|| format!("the secrets file has no credentials for node {namespace}/{node}"))?;
+    let credentials = NodeCredentials::from_values(namespace, &name, values).map_err(|e| e.to_string())?;
+    Ok(credentials.agent_access(namespace, node, false))
+}
 
 /// A target for every valid node of `fleets` not run by the operator (`spec.agent`).
 pub fn targets(

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::agent_policy::{self, AgentPolicy};
 use super::conditions::{ConditionUpdate, needs_cluster};
+use super::leader::Gate;
 use super::status::{NodeOutcome, ResourceStatus, fleet_status};
 use crate::agent::client::{AgentAccess, ClientOptions, connect};
 use crate::agent::node::bundle_to_proto;
@@ -73,12 +74,38 @@ pub struct FleetReconciler {
     /// How each node's agent may be reached, by (namespace, node); a managed node without an
     /// entry has no cluster to run in (`--manifests` mode).
     targets: BTreeMap<(String, String), AgentTarget>,
+    /// Whether this replica may push now (the leader Lease); always open by default.
+    gate: Gate,
+    /// Nodes leaving the fleet (their AsteriskNode deleted), by (namespace, node): each is
+    /// pushed the empty bundle until its agent applied it.
+    retiring: BTreeMap<(String, String), Retiring>,
+}
+
+/// A node leaving the fleet: where its agent is, and the bundle that empties it.
+#[derive(Clone, Debug)]
+pub struct Retiring {
+    /// Its `spec.agent.endpoint`.
+    pub endpoint: String,
+    /// [`Bundle::retired`] for it.
+    pub bundle: Bundle,
+}
+
+impl Retiring {
+    /// Node `node` of `namespace`, whose agent is at `endpoint`.
+    pub fn new(namespace: &str, node: &str, endpoint: &str) -> Self {
+        Self { endpoint: endpoint.to_owned(), bundle: Bundle::retired(namespace, node) }
+    }
 }
 
 impl FleetReconciler {
     /// Nothing pushed yet; agents are reached as `policy` allows.
     pub fn new(policy: AgentPolicy) -> Self {
         Self { policy, ..Self::default() }
+    }
+
+    /// Pushes only while `gate` is open: checked as each bundle is sent, however long the pass.
+    pub fn with_gate(self, gate: Gate) -> Self {
+        Self { gate, ..self }
     }
 
     /// The statuses computed by the last reconcile.
@@ -103,6 +130,25 @@ impl FleetReconciler {
         self.targets = targets;
     }
 
+    /// Sets the nodes leaving the fleet this pass (their agents' credentials come with
+    /// [`Self::set_targets`]).
+    pub fn set_retiring(&mut self, retiring: BTreeMap<(String, String), Retiring>) {
+        self.retiring = retiring;
+    }
+
+    /// Has retiring node `node`'s agent applied the empty bundle (so nothing of the operator's is
+    /// left on its Asterisk)?
+    pub fn retired(&self, namespace: &str, node: &str) -> bool {
+        let key = (namespace.to_owned(), node.to_owned());
+        self.retiring.get(&key).is_some_and(|r| self.applied(namespace, node, &r.bundle.hash))
+    }
+
+    /// What the last visit to a node said, in short (for messages about a node not retired
+    /// yet).
+    pub fn last_outcome(&self, namespace: &str, node: &str) -> Option<String> {
+        self.pushes.get(&(namespace.to_owned(), node.to_owned())).map(|p| short_outcome(&p.outcome))
+    }
+
     /// Has `node`'s agent applied exactly `hash`?
     pub fn applied(&self, namespace: &str, node: &str, hash: &str) -> bool {
         self.pushes.get(&(namespace.to_owned(), node.to_owned())).is_some_and(|p| {
@@ -116,37 +162,49 @@ impl FleetReconciler {
         let mut report = ReconcileReport::default();
         let now = Instant::now();
         let mut tasks = JoinSet::new();
+        // Every node to visit: the fleets' nodes with their bundles, and the retiring nodes
+        // with the empty bundle that removes the operator's files.
+        let mut nodes: Vec<NodeVisit<'_>> = Vec::new();
         for (namespace, fleet) in fleets {
             report.errors.extend(fleet.resolution.errors.iter().map(ToString::to_string));
             for (node, bundle) in &fleet.bundles {
-                let key = (namespace.clone(), node.clone());
-                let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
                 let target = fleet.resolution.topology.nodes.get(node);
-                let managed = target.is_some_and(|n| n.managed);
-                let credentials = match self.targets.get(&key) {
-                    Some(t) => t.access.clone(),
-                    None if managed => Err(needs_cluster().message),
-                    None => Err("the node's credentials are not available yet".into()),
-                };
                 let endpoint = target.and_then(|n| n.agent_endpoint.clone());
-                let access = match &endpoint {
-                    Some(url) => agent_policy::reach(&self.policy, namespace, url, managed, credentials),
-                    None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
-                };
-                if visit == Visit::Refresh && access.is_err() {
-                    // The workload says no agent can be reached this pass; keep what is known.
-                    continue;
-                }
-                let bundle = bundle.clone();
-                tasks.spawn(async move {
-                    let contact = match (endpoint, access) {
-                        (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit).await,
-                        (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
-                        (None, Ok(_)) => unreachable!("an access needs an endpoint"),
-                    };
-                    (key, bundle.hash, contact)
-                });
+                nodes.push((
+                    (namespace.clone(), node.clone()),
+                    bundle,
+                    endpoint,
+                    target.is_some_and(|n| n.managed),
+                ));
             }
+        }
+        for (key, retiring) in &self.retiring {
+            nodes.push((key.clone(), &retiring.bundle, Some(retiring.endpoint.clone()), false));
+        }
+        for (key, bundle, endpoint, managed) in nodes {
+            let Some(visit) = visit(self.pushes.get(&key), &bundle.hash, now) else { continue };
+            let credentials = match self.targets.get(&key) {
+                Some(t) => t.access.clone(),
+                None if managed => Err(needs_cluster().message),
+                None => Err("the node's credentials are not available yet".into()),
+            };
+            let access = match &endpoint {
+                Some(url) => agent_policy::reach(&self.policy, &key.0, url, managed, credentials),
+                None => Err("the node has no spec.agent.endpoint the controller can push to".into()),
+            };
+            if visit == Visit::Refresh && access.is_err() {
+                // The workload says no agent can be reached this pass; keep what is known.
+                continue;
+            }
+            let (bundle, gate) = (bundle.clone(), self.gate.clone());
+            tasks.spawn(async move {
+                let contact = match (endpoint, access) {
+                    (Some(url), Ok(access)) => contact(&url, &access, &bundle, visit, &gate).await,
+                    (_, Err(why)) => Contact::Pushed(NodeOutcome::NoAgent(why)),
+                    (None, Ok(_)) => unreachable!("an access needs an endpoint"),
+                };
+                (key, bundle.hash, contact)
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             let Ok((key, hash, contact)) = joined else { continue };
@@ -168,9 +226,34 @@ impl FleetReconciler {
             }
             let failures = if ok { 0 } else { self.pushes.get(&key).map_or(0, |p| p.failures) + 1 };
             let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
+            // A managed pod that is not ready is pushed to all the same (its agent turns ready
+            // only after its first apply), but an agent that does not answer yet is expected
+            // there, not a transport fault: said so, at INFO.
+            let starting = self.targets.get(&key).and_then(|t| t.managed.as_ref()).filter(|c| !c.status);
+            let outcome = match (outcome, starting) {
+                (NodeOutcome::Unreachable(why), Some(c)) => NodeOutcome::Unreachable(format!(
+                    "the node's pod is not ready ({}); its agent: {why}",
+                    c.message
+                )),
+                (outcome, _) => outcome,
+            };
+            let same_as_before = match (&outcome, self.pushes.get(&key).map(|p| &p.outcome)) {
+                (NodeOutcome::NoAgent(now), Some(NodeOutcome::NoAgent(before))) => now == before,
+                _ => false,
+            };
             match &outcome {
                 NodeOutcome::Applied { result, .. } if result.ok => {
                     tracing::info!(node = %key.1, hash = %short(&hash), unchanged = result.unchanged, "bundle applied")
+                }
+                // Nothing was attempted (no agent to reach yet): said once per change.
+                NodeOutcome::NoAgent(why) if same_as_before => {
+                    tracing::debug!(node = %key.1, reason = %why, "bundle not pushed")
+                }
+                NodeOutcome::NoAgent(why) => {
+                    tracing::info!(node = %key.1, reason = %why, "bundle not pushed")
+                }
+                NodeOutcome::Unreachable(why) if starting.is_some() => {
+                    tracing::info!(node = %key.1, reason = %why, retry_in = ?backoff, "the node's pod is starting")
                 }
                 other if pushed => {
                     tracing::warn!(node = %key.1, outcome = %short_outcome(other), retry_in = ?backoff, "bundle not applied")
@@ -182,7 +265,10 @@ impl FleetReconciler {
             self.pushes.insert(key, NodePush { outcome, hash, failures, next_try: Instant::now() + backoff });
         }
         // Forget nodes that are gone.
-        self.pushes.retain(|(ns, node), _| fleets.get(ns).is_some_and(|f| f.bundles.contains_key(node)));
+        self.pushes.retain(|key, _| {
+            self.retiring.contains_key(key)
+                || fleets.get(&key.0).is_some_and(|f| f.bundles.contains_key(&key.1))
+        });
         for (namespace, fleet) in fleets {
             for (node, bundle) in &fleet.bundles {
                 let key = (namespace.clone(), node.clone());
@@ -265,6 +351,9 @@ fn visit(last: Option<&NodePush>, hash: &str, now: Instant) -> Option<Visit> {
     }
 }
 
+/// A node to visit this pass: (namespace, node), its bundle, its agent endpoint, managed.
+type NodeVisit<'a> = ((String, String), &'a Bundle, Option<String>, bool);
+
 /// What came of a visit.
 enum Contact {
     /// The bundle was pushed (or could not be): the new outcome.
@@ -278,7 +367,7 @@ enum Contact {
 /// Visits one node's agent: pushes the bundle, or reads the status and pushes again when the
 /// agent no longer runs the bundle (restored from a backup, another controller, a hand edit of
 /// its state).
-async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit) -> Contact {
+async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit, gate: &Gate) -> Contact {
     let opts = ClientOptions::with_access(url, access.clone());
     let mut client = match connect(&opts).await {
         Ok(c) => c,
@@ -298,6 +387,12 @@ async fn contact(url: &str, access: &AgentAccess, bundle: &Bundle, visit: Visit)
             ),
             Err(status) => return Contact::Lost(format!("Status: {}", status.message())),
         }
+    }
+    if !gate.may_act() {
+        // Leadership lapsed while this pass ran: another replica may be pushing already.
+        return Contact::Pushed(NodeOutcome::Unreachable(
+            "not pushed: this replica is no longer the leader".into(),
+        ));
     }
     let result = match client.apply(bundle_to_proto(bundle)).await {
         Ok(r) => r.into_inner(),

@@ -15,6 +15,7 @@ use super::conditions::{ConditionUpdate, set_condition};
 use super::file_credentials;
 use super::fleet::{FleetReconciler, ReconcileReport};
 use super::metrics::ControllerMetrics;
+use super::notices::LoggedErrors;
 use super::status::ResourceStatus;
 use crate::manifest::DocumentError;
 use crate::offline::{self, OfflineError};
@@ -186,6 +187,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ReconcileReport, ManifestsError> {
     let mut controller = ManifestsController::new(opts);
+    let mut logged = LoggedErrors::default();
     tokio::pin!(shutdown);
     loop {
         let started = std::time::Instant::now();
@@ -200,9 +202,7 @@ pub async fn run(
             }
         };
         metrics.observe(&report, controller.statuses(), started.elapsed());
-        for e in &report.errors {
-            tracing::warn!(error = %e, "invalid resource");
-        }
+        logged.log(&report.errors);
         if once {
             return Ok(report);
         }

@@ -1,7 +1,8 @@
 //! Which Kubernetes Events a reconcile should emit, computed from the statuses before and after
-//! (pure). Events mark transitions only, so a steady fleet emits none.
+//! (pure), and which invalid resources to log. Both mark transitions only, so a steady fleet
+//! emits no Event and logs no line, however many passes it goes through.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::conditions::types;
 use super::status::ResourceStatus;
@@ -20,6 +21,34 @@ pub struct Notice {
     pub note: String,
     /// What the controller was doing: `Validate` or `Apply`.
     pub action: &'static str,
+}
+
+/// The invalid-resource errors logged so far: each is logged once when it appears, and once
+/// when it is gone, instead of at every pass.
+#[derive(Debug, Default)]
+pub struct LoggedErrors(BTreeSet<String>);
+
+impl LoggedErrors {
+    /// Logs the errors in `errors` not logged at the last call (WARN), and those fixed since
+    /// (INFO).
+    pub fn log(&mut self, errors: &[String]) {
+        let (new, gone) = self.update(errors);
+        for e in new {
+            tracing::warn!(error = %e, "invalid resource");
+        }
+        for e in gone {
+            tracing::info!(was = %e, "fixed: no longer invalid");
+        }
+    }
+
+    /// Remembers `errors`; returns (the new ones, the ones gone).
+    fn update(&mut self, errors: &[String]) -> (Vec<String>, Vec<String>) {
+        let current: BTreeSet<String> = errors.iter().cloned().collect();
+        let new = current.difference(&self.0).cloned().collect();
+        let gone = self.0.difference(&current).cloned().collect();
+        self.0 = current;
+        (new, gone)
+    }
 }
 
 fn condition<'a>(status: Option<&'a ResourceStatus>, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
@@ -96,6 +125,16 @@ pub fn notices(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_resource_is_logged_once_per_change() {
+        let mut logged = LoggedErrors::default();
+        let (a, b) = ("Phone desk: spec.extension …".to_owned(), "Trunk x: spec.ends …".to_owned());
+        assert_eq!(logged.update(std::slice::from_ref(&a)), (vec![a.clone()], vec![]));
+        assert_eq!(logged.update(std::slice::from_ref(&a)), (vec![], vec![]), "every later pass: nothing");
+        assert_eq!(logged.update(&[a.clone(), b.clone()]), (vec![b.clone()], vec![]));
+        assert_eq!(logged.update(&[b]), (vec![], vec![a]), "fixed");
+    }
     use crate::controller::conditions::{AppliedReason, ConditionUpdate, ValidReason, set_condition};
     use crate::crd::{AsteriskNodeStatus, PhoneStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -87,6 +87,14 @@ impl Bundle {
         Self { namespace, node: node.to_owned(), files, mesh, provisioning, hash }
     }
 
+    /// What a node is left with when it leaves the fleet (its AsteriskNode deleted): no files,
+    /// no mesh. Applying it removes every file the operator wrote there, and with them the
+    /// phones' and trunks' credentials.
+    pub fn retired(namespace: &str, node: &str) -> Self {
+        let mesh = MeshPlan { node: node.to_owned(), ..MeshPlan::default() };
+        Self::new(node, BTreeMap::new(), mesh).in_namespace(namespace)
+    }
+
     /// The same bundle for a node of `namespace`.
     pub fn in_namespace(mut self, namespace: &str) -> Self {
         namespace.clone_into(&mut self.namespace);

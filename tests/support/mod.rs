@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod asterisk;
 pub mod baresip;
 pub mod fake_ami;
+pub mod fake_api;
 pub mod fleet;
 pub mod mesh;
 pub mod pod;

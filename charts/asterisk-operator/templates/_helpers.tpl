@@ -47,13 +47,10 @@ app.kubernetes.io/component: controller
 {{/* The controller's rules: exactly the calls it makes (tests/chart_rbac.rs keeps them equal). */}}
 {{- define "asterisk-operator.rules" }}
 rules:
-  # The fleet: watched; finalizers on the resources whose deletion waits for their nodes;
-  # conditions through the status subresource (server-side apply).
+  # The fleet: watched; finalizers on every resource (a deletion waits until nothing of it is
+  # left on a node); conditions through the status subresource (server-side apply).
   - apiGroups: ["asterisk.operator.dev"]
-    resources: ["asterisknodes"]
-    verbs: ["list", "watch"]
-  - apiGroups: ["asterisk.operator.dev"]
-    resources: ["trunks", "phones", "blfsubscriptions"]
+    resources: ["asterisknodes", "trunks", "phones", "blfsubscriptions"]
     verbs: ["list", "watch", "patch"]
   - apiGroups: ["asterisk.operator.dev"]
     resources: ["asterisknodes/status", "trunks/status", "phones/status", "blfsubscriptions/status"]

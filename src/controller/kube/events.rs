@@ -2,6 +2,7 @@
 //! `events.k8s.io/v1` Events on their resource. A server without the Events API turns them off,
 //! said once.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
@@ -41,6 +42,15 @@ impl EventPublisher {
             }
         };
         let Some(reference) = reference else { return };
+        self.publish_on(&reference, notice).await;
+    }
+
+    /// Publishes `notice` on the object `reference` points at (one that is no longer in a
+    /// fleet: being deleted).
+    pub async fn publish_on(&mut self, reference: &ObjectReference, notice: &Notice) {
+        if !self.enabled {
+            return;
+        }
         let event = Event {
             type_: if notice.warning { EventType::Warning } else { EventType::Normal },
             reason: notice.reason.clone(),
@@ -48,7 +58,7 @@ impl EventPublisher {
             action: notice.action.into(),
             secondary: None,
         };
-        match self.recorder.publish(&event, &reference).await {
+        match self.recorder.publish(&event, reference).await {
             Ok(()) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 tracing::warn!("the API server has no Events API (events.k8s.io): not publishing Events");

@@ -12,15 +12,18 @@
 //! 5. **update status** (`status_writer`), publish `events` for transitions, and add or
 //!    release `finalizers`.
 //!
-//! Only the holder of the leader [`Lease`](super::leader) runs passes. A server without the core
+//! Only the holder of the leader [`Lease`](super::leader) runs passes; its renewal runs beside
+//! them, a pass is stopped when leadership lapses, and every write is checked against it. A server without the core
 //! API (a bare apiextensions-apiserver) has no Secrets: the controller says so once and keeps
 //! secrets in `--secrets-file` (or reports `MissingSecret`); without workload APIs, managed
 //! nodes report `Managed=False` and the rest of the fleet reconciles as usual.
 
 mod discovery;
 mod events;
+mod finalizer_plan;
 mod finalizers;
 mod names;
+mod retirement;
 mod secrets;
 mod sources;
 mod status_writer;
@@ -39,15 +42,16 @@ pub use names::{FIELD_MANAGER, FINALIZER};
 pub use workload_plan::WorkloadError;
 
 use self::events::EventPublisher;
+use self::finalizers::Finalizers;
 use self::sources::Stores;
 use self::workloads::Workloads;
 use super::agent_policy::AgentPolicy;
 use super::file_credentials;
 use super::fleet::{FleetReconciler, ReconcileReport};
-use super::leader::{Leadership, LeaseLock};
+use super::leader::{self, Gate, LeaseLock, Timing};
 use super::managed_settings::ManagedSettings;
 use super::metrics::ControllerMetrics;
-use super::notices::notices;
+use super::notices::{LoggedErrors, notices};
 use crate::offline::LoadedFleet;
 use crate::{render, topology};
 
@@ -68,6 +72,9 @@ pub struct KubeOptions {
     pub lease: Option<LeaseSettings>,
     /// What shapes the workloads of managed nodes.
     pub managed: ManagedSettings,
+    /// Release a deleted resource whose cleanup has not finished after this long, with a
+    /// warning (`None`: wait as long as it takes). See `names::SKIP_CLEANUP_ANNOTATION`.
+    pub cleanup_timeout: Option<Duration>,
 }
 
 /// The leader-election Lease.
@@ -99,6 +106,8 @@ struct Controller {
     fleet: FleetReconciler,
     events: EventPublisher,
     workloads: Workloads,
+    logged: LoggedErrors,
+    finalizers: Finalizers,
 }
 
 /// Runs until `shutdown` resolves.
@@ -122,53 +131,87 @@ pub async fn run(
         }
     }
     tracing::info!("controller started: watching AsteriskNodes, Trunks, Phones, BlfSubscriptions");
-    let mut lock = opts
-        .lease
-        .as_ref()
-        .map(|l| LeaseLock::new(client.clone(), &l.namespace, &l.name, &l.identity, l.duration));
-    // Renew well inside the lease duration.
-    let tick = opts.lease.as_ref().map_or(opts.resync, |l| opts.resync.min(l.duration / 3));
+    let (mut gate, election) = match &opts.lease {
+        Some(l) => {
+            let lock = LeaseLock::new(client.clone(), &l.namespace, &l.name, &l.identity, l.duration);
+            let (gate, election) = leader::elect(lock, Timing::for_lease(l.duration));
+            (gate, Some(election))
+        }
+        None => (Gate::always(), None),
+    };
+    // Every write this replica makes goes through the gate, whatever step makes it.
+    let client = leader::gated_client(client, gate.clone());
     let mut controller = Controller {
-        fleet: FleetReconciler::new(opts.agents.clone()),
+        fleet: FleetReconciler::default(),
         events: EventPublisher::new(client.clone()),
         workloads: Workloads::default(),
+        logged: LoggedErrors::default(),
+        finalizers: Finalizers::new(opts.cleanup_timeout),
         client,
         opts,
         stores,
     };
-    let mut leading = false;
     tokio::pin!(shutdown);
     loop {
-        let leadership = match &mut lock {
-            Some(lock) => lock.acquire_or_renew().await,
-            None => Leadership::Unsupported,
-        };
-        if let Leadership::Follower(holder) = &leadership {
-            if leading {
-                tracing::warn!(%holder, "lost the leader Lease; standing by");
-            }
-            leading = false;
-            metrics.went_round(false);
-        } else {
-            if !leading {
-                // What another leader did meanwhile is unknown: push everything again (an agent
-                // answers an unchanged bundle cheaply).
-                controller.fleet = FleetReconciler::new(controller.opts.agents.clone());
-            }
-            leading = true;
-            let started = std::time::Instant::now();
-            let report = controller.pass().await;
-            metrics.observe(&report, controller.fleet.statuses(), started.elapsed());
-        }
+        // Standing by: alive and ready, taking over when the leader's Lease lapses.
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = changed.notified() => tokio::time::sleep(controller.opts.debounce).await,
-            _ = tokio::time::sleep(tick) => {}
+            () = &mut shutdown => break,
+            () = gate.acquired() => {}
+            () = tokio::time::sleep(controller.opts.resync) => {
+                metrics.went_round(false);
+                continue;
+            }
+        }
+        // What another leader did meanwhile is unknown: push everything again (an agent
+        // answers an unchanged bundle cheaply) and observe every workload afresh.
+        controller.fleet = FleetReconciler::new(controller.opts.agents.clone()).with_gate(gate.clone());
+        controller.workloads = Workloads::default();
+        match controller.lead(&mut gate, &changed, metrics, &mut shutdown).await {
+            Ending::Shutdown => break,
+            Ending::Lapsed => metrics.went_round(false),
         }
     }
+    if let Some(election) = election {
+        election.resign().await;
+    }
+    Ok(())
+}
+
+/// Why a term of leadership ended.
+enum Ending {
+    Shutdown,
+    Lapsed,
 }
 
 impl Controller {
+    /// Passes, one after another on changes and every resync, while this replica leads. A pass
+    /// in progress when leadership lapses is stopped where it is (its writes are refused by
+    /// then anyway); one in progress at shutdown is finished.
+    async fn lead(
+        &mut self,
+        gate: &mut Gate,
+        changed: &Notify,
+        metrics: &ControllerMetrics,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Ending {
+        loop {
+            let started = std::time::Instant::now();
+            tokio::select! {
+                report = self.pass() => metrics.observe(&report, self.fleet.statuses(), started.elapsed()),
+                () = gate.lost() => {
+                    tracing::warn!("leadership lapsed during a pass: stopped it, standing by");
+                    return Ending::Lapsed;
+                }
+            }
+            tokio::select! {
+                () = shutdown.as_mut() => return Ending::Shutdown,
+                () = gate.lost() => return Ending::Lapsed,
+                () = changed.notified() => tokio::time::sleep(self.opts.debounce).await,
+                () = tokio::time::sleep(self.opts.resync) => {}
+            }
+        }
+    }
+
     /// One pass: every namespace read, resolved, rendered, applied, and its statuses written.
     async fn pass(&mut self) -> ReconcileReport {
         let client = &self.client;
@@ -189,12 +232,15 @@ impl Controller {
             // No Secrets API: the nodes beside existing servers keep their credentials in the file.
             targets.extend(file_credentials::targets(file, &fleets));
         }
+        // Deleted nodes beside existing servers, to be emptied before their finalizer goes.
+        let (retiring, retiring_targets) =
+            retirement::retiring(&self.stores, cached.as_deref(), self.opts.secrets_file.as_deref());
+        targets.extend(retiring_targets);
         self.fleet.set_targets(targets);
+        self.fleet.set_retiring(retiring);
         let before = self.fleet.statuses().clone();
         let report = self.fleet.reconcile(&fleets).await;
-        for e in &report.errors {
-            tracing::warn!(error = %e, "invalid resource");
-        }
+        self.logged.log(&report.errors);
         for notice in notices(&before, self.fleet.statuses()) {
             if let Some(fleet) = fleets.get(&notice.object.namespace) {
                 self.events.publish(fleet, &notice).await;
@@ -203,7 +249,7 @@ impl Controller {
         for fleet in fleets.values() {
             status_writer::write(client, fleet, self.fleet.statuses()).await;
         }
-        finalizers::sync(client, &self.stores, &fleets, &self.fleet).await;
+        self.finalizers.sync(client, &self.stores, &fleets, &self.fleet, &mut self.events).await;
         report
     }
 }

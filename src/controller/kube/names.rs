@@ -4,6 +4,11 @@
 /// the reporting controller of its Events.
 pub const FIELD_MANAGER: &str = "asterisk-operator";
 
-/// Finalizer on Phones, Trunks and BlfSubscriptions: their deletion waits until the nodes they
-/// lived on applied a bundle without them (or those nodes are gone).
+/// Finalizer on every resource: a deleted one goes once nothing of it is left on any node (see
+/// `finalizers`).
 pub const FINALIZER: &str = "asterisk.operator.dev/cleanup";
+
+/// Annotation (`"true"`) on a deleted resource: release it without waiting for its cleanup —
+/// the escape hatch for a node whose agent will never answer again. The operator's files for it
+/// may then remain on that node.
+pub const SKIP_CLEANUP_ANNOTATION: &str = "asterisk.operator.dev/skip-cleanup";

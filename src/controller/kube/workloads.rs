@@ -307,7 +307,7 @@ impl Workloads {
 }
 
 /// The Secret `name` of namespace `ns` in the controller's cache, when it is labelled for `role`.
-fn cached(secrets: &[Arc<Secret>], ns: &str, name: &str, role: SecretRole) -> Option<Secret> {
+pub(super) fn cached(secrets: &[Arc<Secret>], ns: &str, name: &str, role: SecretRole) -> Option<Secret> {
     secrets
         .iter()
         .find(|s| {

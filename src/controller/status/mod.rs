@@ -86,7 +86,11 @@ fn last_report<'a>(
 }
 
 /// Whether a node's current bundle is in force, and why not.
-fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(), (AppliedReason, String)> {
+fn applied(
+    outcome: Option<&NodeOutcome>,
+    bundle: Option<&Bundle>,
+    managed: bool,
+) -> Result<(), (AppliedReason, String)> {
     let Some(bundle) = bundle else {
         return Err((
             AppliedReason::NotRendered,
@@ -102,6 +106,17 @@ fn applied(outcome: Option<&NodeOutcome>, bundle: Option<&Bundle>) -> Result<(),
         }
         Some(NodeOutcome::Applied { result, .. }) if result.ok => {
             Err((AppliedReason::Superseded, "a newer bundle is being applied".into()))
+        }
+        Some(NodeOutcome::Applied { result, .. })
+            if !result.restart_required.is_empty() && result.applied_hash == bundle.hash =>
+        {
+            // Not True: Asterisk does not run all of the bundle until it restarts. The agent says
+            // what waits; the condition clears at the first push after the restart.
+            let managed = match managed {
+                true => format!(" (a managed node: delete its pod, asterisk-{}-0)", bundle.node),
+                false => String::new(),
+            };
+            Err((AppliedReason::RestartRequired, format!("{}{managed}", result.restart_required)))
         }
         Some(NodeOutcome::Applied { result, .. }) => {
             let e = result.error.clone().unwrap_or_default();
@@ -132,7 +147,10 @@ pub fn fleet_status(
         with_conditions(object, generation, status, config, resolution, previous, now)
     };
     let ns = &set.namespace;
-    let node_applied = |node: &str| applied(outcomes.get(node), bundles.get(node));
+    let node_applied = |node: &str| {
+        let managed = topo.nodes.get(node).is_some_and(|n| n.managed);
+        applied(outcomes.get(node), bundles.get(node), managed)
+    };
 
     for node in &set.nodes {
         let name = node.meta().name.clone().unwrap_or_default();
@@ -341,6 +359,70 @@ pub(crate) mod tests {
             .unwrap()
             .clone();
         (c.reason, c.message)
+    }
+
+    #[test]
+    fn config_applied_says_why_a_bundle_is_not_in_force() {
+        let set = two_offices();
+        let bundles = crate::render::render_all(&topology::resolve(&set).topology);
+        let bundle = &bundles["office-a"];
+        let result = |ok: bool, hash: &str, restart: &str, error: &str| NodeOutcome::Applied {
+            result: ApplyResult {
+                ok,
+                applied_hash: hash.into(),
+                restart_required: restart.into(),
+                error: (!error.is_empty()).then(|| crate::agent::proto::ApplyError {
+                    file: "pjsip.conf".into(),
+                    message: error.into(),
+                }),
+                rolled_back: !error.is_empty(),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let h = bundle.hash.as_str();
+        let waits = "transport operator-transport: bind 192.0.2.10:5060 -> 192.0.2.10:5070: restart Asterisk";
+        let cases = [
+            ("applied", Some(result(true, h, "", "")), false, None, ""),
+            (
+                "older bundle applied",
+                Some(result(true, "old", "", "")),
+                false,
+                Some(AppliedReason::Superseded),
+                "",
+            ),
+            (
+                "rejected",
+                Some(result(false, "", "", "bad")),
+                false,
+                Some(AppliedReason::ApplyFailed),
+                "pjsip.conf: bad (rolled back",
+            ),
+            (
+                "waits for a restart",
+                Some(result(false, h, waits, "")),
+                false,
+                Some(AppliedReason::RestartRequired),
+                waits,
+            ),
+            (
+                "managed: its pod",
+                Some(result(false, h, waits, "")),
+                true,
+                Some(AppliedReason::RestartRequired),
+                "delete its pod, asterisk-office-a-0",
+            ),
+            ("not pushed", None, false, Some(AppliedReason::Pending), "not pushed yet"),
+        ];
+        for (name, outcome, managed, want, text) in cases {
+            match applied(outcome.as_ref(), Some(bundle), managed) {
+                Ok(()) => assert_eq!(want, None, "{name}"),
+                Err((reason, message)) => {
+                    assert_eq!(Some(reason), want, "{name}: {message}");
+                    assert!(message.contains(text), "{name}: {message}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease, so two controller replicas never push
-//! at the same time. The decision is pure ([`decide`]); [`LeaseLock`] applies it.
+//! The `coordination.k8s.io/v1` Lease: who holds it is decided by a pure function ([`decide`]);
+//! [`LeaseLock`] reads the Lease, applies the decision with a compare-and-swap, and releases it
+//! at shutdown.
 
 use std::time::Duration;
 
@@ -32,12 +33,14 @@ pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision
     if holder == identity {
         return Decision::Renew;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    let expired = spec.renew_time.as_ref().is_none_or(|t| t.0.as_second() + duration < now.as_second());
+    // Milliseconds, not seconds: a lease of a few seconds must not gain up to one by rounding.
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15)) * 1000;
+    let expired =
+        spec.renew_time.as_ref().is_none_or(|t| t.0.as_millisecond() + duration < now.as_millisecond());
     if holder.is_empty() || expired { Decision::TakeOver } else { Decision::Wait { holder } }
 }
 
-/// Whether this replica may reconcile now.
+/// Whether this replica may reconcile, as one attempt to acquire or renew the Lease found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Leadership {
     /// We hold the Lease.
@@ -95,7 +98,7 @@ impl LeaseLock {
                     self.supported = Some(false);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot list Leases; not reconciling this round");
+                    tracing::warn!(error = %e, "cannot list Leases");
                     return Leadership::Follower(String::new());
                 }
             }
@@ -107,7 +110,7 @@ impl LeaseLock {
         let lease = match self.api.get_opt(&self.name).await {
             Ok(lease) => lease,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the leader Lease; not reconciling this round");
+                tracing::warn!(error = %e, "cannot read the leader Lease");
                 return Leadership::Follower(String::new());
             }
         };
@@ -147,6 +150,27 @@ impl LeaseLock {
     }
 }
 
+impl LeaseLock {
+    /// Gives the Lease up if we hold it (at shutdown), so a standby takes over at its next try
+    /// instead of after the lease duration. Best effort: a failure only means the standby waits.
+    pub async fn release(&self) {
+        if self.supported != Some(true) {
+            return;
+        }
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        // An empty holder is taken over at once (see `decide`).
+        spec.holder_identity = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(identity = %self.identity, "released the leader Lease"),
+            Err(e) => tracing::info!(error = %e, "could not release the leader Lease; it lapses by itself"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +195,14 @@ mod tests {
         assert_eq!(decide(Some(&lease("b", 990, 15)), "a", now), Decision::Wait { holder: "b".into() });
         assert_eq!(decide(Some(&lease("b", 980, 15)), "a", now), Decision::TakeOver, "b stopped renewing");
         assert_eq!(decide(Some(&lease("", 999, 15)), "a", now), Decision::TakeOver, "released");
+        let just_before = Timestamp::from_millisecond(1_000_000 + 14_999).unwrap();
+        let just_after = Timestamp::from_millisecond(1_000_000 + 15_001).unwrap();
+        assert!(matches!(decide(Some(&lease("b", 1_000, 15)), "a", just_before), Decision::Wait { .. }));
+        assert_eq!(
+            decide(Some(&lease("b", 1_000, 15)), "a", just_after),
+            Decision::TakeOver,
+            "to the millisecond"
+        );
     }
 
     use http::Method;
