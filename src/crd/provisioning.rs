@@ -1,6 +1,6 @@
 //! Desk-phone provisioning settings of a node (`AsteriskNode.spec.provisioning`) and what a
 //! Phone's status says about its provisioning file. Why these live on the node and not on a
-//! fleet-wide resource: docs/adr/0005-phone-provisioning.md.
+//! fleet-wide resource: docs/adr/0006-phone-provisioning.md.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 //! * [`http`] — HTTP and HTTPS (axum, rustls).
 //! * [`fetch`] — fetch records, metrics, and a phone's last fetch as its status shows it.
 //!
-//! Why the ports, the credentials and the snapshot are what they are: docs/adr/0005.
+//! Why the ports, the credentials and the snapshot are what they are: docs/adr/0006.
 
 pub mod access;
 pub mod fetch;

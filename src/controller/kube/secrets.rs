@@ -179,7 +179,7 @@ fn missing_defaults(set: &ResourceSet) -> Vec<(SecretKeyRef, OwnerReference)> {
         .iter()
         .filter(|p| p.spec.secret_ref.is_none())
         .filter_map(|p| Some((phone_secret_ref(p), p.controller_owner_ref(&())?)));
-    // A desk phone's provisioning password: always a default Secret of its own (ADR 0005).
+    // A desk phone's provisioning password: always a default Secret of its own (ADR 0006).
     let devices = set
         .phones
         .iter()
