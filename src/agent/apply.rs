@@ -18,7 +18,7 @@ use super::plan::{self, Module, PlanInput};
 use super::proto;
 use crate::ami::actions::{self, IAXpeers, PJSIPShowEndpoints, Reload};
 use crate::ami::{Action, Event};
-use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, PJSIP_FILE};
+use crate::render::{Bundle, EXTENSIONS_FILE, IAX_FILE, PJSIP_FILE, PROVISIONING_DIR};
 
 /// A failed step: which bundle file, and the message.
 pub(super) struct Failure {
@@ -54,6 +54,17 @@ impl Node {
         let start = Instant::now();
         let mut result = proto::ApplyResult::default();
         let outcome = self.apply_locked(bundle, &mut result).await;
+        // Provisioning files follow only an Asterisk configuration in force: a phone must not
+        // get a password Asterisk does not have yet. They reload nothing.
+        let outcome = outcome.and_then(|()| {
+            let changed = self
+                .provisioning
+                .apply(&bundle.provisioning)
+                .map_err(|e| Failure::new(PROVISIONING_DIR, e.to_string()))?;
+            result.unchanged &= changed.is_empty();
+            result.provisioning_changed = changed;
+            Ok(())
+        });
         result.duration_seconds = start.elapsed().as_secs_f64();
         self.answer(bundle, outcome, &mut result);
         // What changed shows in the next scrape, not one poll interval later.

@@ -107,6 +107,42 @@ pub struct AgentArgs {
     /// Test-only fault injection (`hold-before-reload`): the crash tests use it; never set it.
     #[arg(long, env = "AO_AGENT_TEST_FAULT", hide = true)]
     pub test_fault: Option<super::node::Fault>,
+    /// Serve the desk phones' files over TFTP, on ADDR[:PORT] (alone: 0.0.0.0:69).
+    #[arg(long, env = "AO_AGENT_PROVISION_TFTP", num_args = 0..=1, default_missing_value = "0.0.0.0:69", value_parser = listen_addr(crate::provision::TFTP_PORT))]
+    pub provision_tftp: Option<SocketAddr>,
+    /// Serve them over HTTP, on ADDR[:PORT] (alone: 0.0.0.0:6970).
+    #[arg(long, env = "AO_AGENT_PROVISION_HTTP", num_args = 0..=1, default_missing_value = "0.0.0.0:6970", value_parser = listen_addr(crate::provision::HTTP_PORT))]
+    pub provision_http: Option<SocketAddr>,
+    /// Serve them over HTTPS, on ADDR[:PORT] (alone: 0.0.0.0:6971); needs --provision-tls-cert/-key.
+    #[arg(long, env = "AO_AGENT_PROVISION_HTTPS", num_args = 0..=1, default_missing_value = "0.0.0.0:6971", value_parser = listen_addr(crate::provision::HTTPS_PORT), requires_all = ["provision_tls_cert", "provision_tls_key"])]
+    pub provision_https: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the provisioning HTTPS listener.
+    #[arg(long, env = "AO_AGENT_PROVISION_TLS_CERT", requires = "provision_https")]
+    pub provision_tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "AO_AGENT_PROVISION_TLS_KEY", requires = "provision_https")]
+    pub provision_tls_key: Option<PathBuf>,
+    /// Where the served provisioning files are kept between restarts (not under --config-dir);
+    /// used when a --provision-* server runs.
+    #[arg(
+        long,
+        env = "AO_AGENT_PROVISIONING_FILE",
+        default_value = "/var/lib/asterisk-operator/provisioning.json"
+    )]
+    pub provisioning_file: PathBuf,
+}
+
+/// A listen address `ADDR:PORT`, or `ADDR` alone with `default_port`.
+fn listen_addr(default_port: u16) -> impl Fn(&str) -> Result<SocketAddr, String> + Clone {
+    move |text: &str| {
+        text.parse::<SocketAddr>()
+            .or_else(|_| {
+                text.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, default_port))
+            })
+            .map_err(|_| format!("{text:?} is not ADDR or ADDR:PORT"))
+    }
 }
 
 impl AgentArgs {
@@ -131,6 +167,9 @@ impl AgentArgs {
         node.per_phone_metrics = self.per_phone_metrics;
         node.sip_probe = self.sip_probe;
         node.fault = self.test_fault;
+        let serves_phones =
+            self.provision_tftp.is_some() || self.provision_http.is_some() || self.provision_https.is_some();
+        node.provisioning_file = serves_phones.then(|| self.provisioning_file.clone());
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
                 cert: cert.clone(),
@@ -159,6 +198,14 @@ impl AgentArgs {
                 },
                 endpoints: Default::default(),
             }),
+            provision: crate::provision::ProvisionOptions {
+                tftp: self.provision_tftp,
+                http: self.provision_http,
+                https: self.provision_https,
+                tls_cert: self.provision_tls_cert.clone(),
+                tls_key: self.provision_tls_key.clone(),
+                tftp_max_blksize: None,
+            },
         })
     }
 }
@@ -290,4 +337,74 @@ pub fn result_text(node: &str, bundle: &Bundle, r: &super::proto::ApplyResult) -
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn args(extra: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let base = [
+            "agent",
+            "--node",
+            "office-a",
+            "--ami-secret-file",
+            "/dev/null",
+            "--config-dir",
+            "/etc/asterisk",
+            "--grpc-listen",
+            "127.0.0.1:7443",
+            "--http-listen",
+            "127.0.0.1:9090",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.agent)
+    }
+
+    #[test]
+    fn provisioning_servers_are_off_unless_asked_and_take_their_default_ports() {
+        let a = args(&[]).unwrap();
+        assert_eq!((a.provision_tftp, a.provision_http, a.provision_https), (None, None, None));
+        let a = args(&["--provision-tftp", "--provision-http", "10.20.0.2"]).unwrap();
+        assert_eq!(a.provision_tftp, Some("0.0.0.0:69".parse().unwrap()));
+        assert_eq!(a.provision_http, Some("10.20.0.2:6970".parse().unwrap()));
+        let a = args(&["--provision-tftp", "127.0.0.1:6969", "--provision-http=[::1]"]).unwrap();
+        assert_eq!(a.provision_tftp, Some("127.0.0.1:6969".parse().unwrap()));
+        assert_eq!(a.provision_http, Some("[::1]:6970".parse().unwrap()));
+        assert!(args(&["--provision-https"]).is_err(), "HTTPS needs a certificate and key");
+        assert!(args(&["--provision-tftp", "not-an-address"]).is_err());
+    }
+
+    #[test]
+    fn the_provisioning_file_is_only_used_when_serving_and_never_in_the_config_folder() {
+        let dir = std::env::temp_dir().join(format!("ao-cli-prov-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("ami-secret");
+        std::fs::write(&secret, "AgentAmiSecret0\n").unwrap();
+        let secret = secret.to_string_lossy().into_owned();
+        let with = |extra: &[&str]| {
+            let mut a = args(extra).unwrap();
+            a.ami_secret_file = secret.clone().into();
+            a.insecure = true;
+            a.options().unwrap()
+        };
+        assert_eq!(with(&[]).node.provisioning_file, None);
+        let opts = with(&["--provision-tftp"]);
+        assert_eq!(
+            opts.node.provisioning_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/asterisk-operator/provisioning.json"))
+        );
+        opts.check().unwrap();
+        let inside = with(&["--provision-http", "--provisioning-file", "/etc/asterisk/phones.json"]);
+        let err = inside.check().unwrap_err().to_string();
+        assert!(err.contains("inside Asterisk's config folder"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -5,7 +5,6 @@
 //! would overwrite it, and a rollback would delete it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::plan::{self, Target};
@@ -95,37 +94,11 @@ impl ConfigDirs {
     }
 }
 
-/// Temp file in the target's folder, fsync, rename over the target, fsync the folder. Mode
-/// 0640: Asterisk (same user or group as the agent) must read it; the files hold secrets.
+/// Temp file in the target's folder, fsync, rename over the target, fsync the folder (the
+/// journal relies on being on disk before the first config file changes). Mode 0640: Asterisk
+/// (same user or group as the agent) must read it; the files hold secrets.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.ao-tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o640);
-    let written = options.open(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => {
-            // The rename itself is durable only once the folder is synced (the journal relies
-            // on being on disk before the first config file changes).
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    crate::secret::write_secret_file(path, bytes, 0o640)
 }
 
 #[cfg(test)]

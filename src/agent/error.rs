@@ -63,4 +63,7 @@ pub enum AgentError {
     /// A bundle folder could not be read.
     #[error(transparent)]
     Bundle(#[from] crate::render::BundleError),
+    /// A provisioning server could not start.
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
 }

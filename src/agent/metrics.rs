@@ -123,6 +123,8 @@ pub struct Metrics {
     pub sip_probe_status_code: Family<ProbeLabel, Gauge>,
     /// The device-state mesh's metrics (`asterisk_agent_mesh_*`).
     pub mesh: crate::mesh::MeshMetrics,
+    /// Provisioning fetches and files (`asterisk_agent_provisioning_*`).
+    pub provisioning: crate::provision::ProvisionMetrics,
     /// Last values of the session's monotonic counters, to turn them into increments.
     seen: Mutex<Seen>,
 }
@@ -169,6 +171,7 @@ impl Metrics {
             sip_probe_duration_seconds: Family::default(),
             sip_probe_status_code: Family::default(),
             mesh: crate::mesh::MeshMetrics::default(),
+            provisioning: crate::provision::ProvisionMetrics::default(),
             seen: Mutex::new(Seen::default()),
         };
         let r = &mut registry;
@@ -256,6 +259,7 @@ impl Metrics {
             m.sip_probe_status_code.clone(),
         );
         m.mesh.register(r);
+        m.provisioning.register(r);
         // Every apply outcome from the first scrape: increase() and the dashboard see the first one.
         for result in ["ok", "unchanged", "failed", "superseded"] {
             let _ = m.applies.get_or_create(&ResultLabel { result: result.into() });

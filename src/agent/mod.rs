@@ -10,6 +10,7 @@
 //! * [`metrics`] — the Prometheus registry.
 //! * [`server`] — gRPC `Agent` service (token / mTLS) and the HTTP endpoints.
 //! * [`client`] — connecting to an agent (the controller and `push`).
+//! * [`provisioning`] — the desk phones' files in the gRPC messages (served by `crate::provision`).
 //! * [`cli`] — the `agent` and `push` commands.
 
 pub mod apply;
@@ -21,6 +22,7 @@ pub mod journal;
 pub mod metrics;
 pub mod node;
 pub mod plan;
+pub mod provisioning;
 pub mod server;
 pub mod sip_probe;
 

@@ -20,6 +20,7 @@ use crate::ami::actions::{
     self, CoreSettings, CoreShowChannels, IAXpeers, PJSIPShowContacts, PJSIPShowEndpoints, Ping,
 };
 use crate::ami::{Event, Session, TypedAction};
+use crate::provision::ProvisionStore;
 use crate::render::{Bundle, MeshPlan, PJSIP_FILE};
 
 /// A fault the agent injects into its own applies. Test-only: enabled by the hidden
@@ -69,6 +70,10 @@ pub struct NodeConfig {
     pub sip_probe: ProbeSetting,
     /// Test-only fault injection (see [`Fault`]).
     pub fault: Option<Fault>,
+    /// Where the desk phones' provisioning files are kept between restarts (never under
+    /// `config_dir`: Asterisk must not read them); `None`: in memory only (an agent that
+    /// serves no phones).
+    pub provisioning_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -87,6 +92,7 @@ impl NodeConfig {
             per_phone_metrics: false,
             sip_probe: ProbeSetting::Auto,
             fault: None,
+            provisioning_file: None,
         }
     }
 
@@ -204,6 +210,8 @@ pub struct Node {
     pub cfg: NodeConfig,
     pub session: Session,
     pub metrics: Metrics,
+    /// The desk phones' provisioning files the agent serves.
+    pub provisioning: Arc<ProvisionStore>,
     pub(super) status: Mutex<Status>,
     pub(super) booted: watch::Sender<bool>,
     /// Serializes applies (the queue in front of it keeps only the newest waiting bundle).
@@ -245,11 +253,14 @@ impl Node {
         status.sip_target = cfg.sip_probe.target(pjsip.as_deref());
         let metrics = Metrics::new();
         metrics.set_bundle(&status.applied_hash);
+        let provisioning =
+            Arc::new(ProvisionStore::open(cfg.provisioning_file.as_deref(), metrics.provisioning.clone()));
         let (booted, _) = watch::channel(false);
         let node = Arc::new(Node {
             cfg,
             session,
             metrics,
+            provisioning,
             status: Mutex::new(status),
             booted,
             apply_lock: tokio::sync::Mutex::new(()),
@@ -319,6 +330,7 @@ impl Node {
             mirrors: Vec::new(),
             mesh: false,
             restart_required: st.restart_pending.as_ref().map(PendingRestart::message).unwrap_or_default(),
+            provisioning_fetches: self.provisioning.last_fetches().iter().map(Into::into).collect(),
         }
     }
 
@@ -564,7 +576,8 @@ pub fn bundle_from_proto(b: proto::Bundle) -> Result<Bundle, String> {
         serde_json::from_str(&b.mesh_json).map_err(|e| format!("mesh plan is not valid JSON: {e}"))?
     };
     let files: BTreeMap<String, String> = b.files.into_iter().collect();
-    let bundle = Bundle::new(&b.node, files, mesh).in_namespace(&b.namespace);
+    let provisioning = super::provisioning::from_proto(b.provisioning_files, &b.provisioning_json)?;
+    let bundle = Bundle::new(&b.node, files, mesh).in_namespace(&b.namespace).with_provisioning(provisioning);
     if !b.hash.is_empty() && b.hash != bundle.hash {
         return Err(format!(
             "bundle hash {} does not match its content ({}): corrupted or edited in transit",
@@ -582,6 +595,7 @@ pub fn bundle_to_proto(b: &Bundle) -> proto::Bundle {
         files: b.files.clone().into_iter().collect(),
         mesh_json: serde_json::to_string(&b.mesh).expect("mesh plan serializes"),
         namespace: b.namespace.clone(),
+        ..super::provisioning::to_proto(&b.provisioning)
     }
 }
 

@@ -60,6 +60,8 @@ pub struct AgentOptions {
     pub no_auth: bool,
     /// Take part in the device-state mesh.
     pub mesh: Option<MeshOptions>,
+    /// Serve the desk phones' provisioning files (TFTP, HTTP, HTTPS).
+    pub provision: crate::provision::ProvisionOptions,
 }
 
 impl AgentOptions {
@@ -85,6 +87,15 @@ impl AgentOptions {
             return Err(AgentError::Options(
                 "no caller authentication: give --tls-client-ca (mTLS) or --token-file (or --no-auth, loopback only)".into(),
             ));
+        }
+        if let Some(file) = &self.node.provisioning_file
+            && file.starts_with(&self.node.config_dir)
+        {
+            return Err(AgentError::Options(format!(
+                "--provisioning-file {} is inside Asterisk's config folder {}: keep the phones' files where Asterisk does not read them",
+                file.display(),
+                self.node.config_dir.display()
+            )));
         }
         if !mtls && self.token.is_none() && !grpc.ip().is_loopback() {
             return Err(AgentError::Options(format!(
@@ -241,6 +252,8 @@ pub struct RunningAgent {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub node: Arc<Node>,
+    /// The provisioning servers and their bound addresses.
+    pub provision: crate::provision::RunningProvision,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     mesh: Option<RunningMesh>,
@@ -253,6 +266,7 @@ impl RunningAgent {
         if let Some(mesh) = self.mesh {
             mesh.shutdown().await;
         }
+        self.provision.stopped(SHUTDOWN_GRACE).await;
         // Graceful: servers stop accepting and finish in-flight calls. A client that keeps an
         // idle connection open (HTTP/2, keep-alive) would hold that forever, so it gets a grace
         // period and is then cut.
@@ -308,6 +322,8 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         Some(m) => Some(RunningMesh::start(&opts.node.node, m, &node).await?),
         None => None,
     };
+    let provision =
+        crate::provision::start(&opts.provision, node.provisioning.clone(), stopped.clone()).await?;
 
     let service = tonic::service::interceptor::InterceptedService::new(
         agent_server::AgentServer::new(AgentService::new(
@@ -357,7 +373,7 @@ pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
         token = opts.token.is_some(),
         "agent started"
     );
-    Ok(RunningAgent { grpc_addr, http_addr, node, stop, tasks: vec![grpc_task, http_task], mesh })
+    Ok(RunningAgent { grpc_addr, http_addr, node, provision, stop, tasks: vec![grpc_task, http_task], mesh })
 }
 
 /// The mesh beside the agent: it follows the applied bundle's mesh plan.

@@ -4,6 +4,7 @@
 mod blf;
 mod node;
 mod phone;
+mod provisioning;
 pub mod rules;
 mod trunk;
 
@@ -15,6 +16,7 @@ pub use node::{
     NumberingPlan, SipSettings, SipTransport,
 };
 pub use phone::{Device, DeviceVendor, Phone, PhoneSpec, PhoneStatus};
+pub use provisioning::{FirmwareLoad, Locale, NodeProvisioning, PortRange, ProvisioningStatus, TimeZone};
 pub use trunk::{
     AuthMethod, Trunk, TrunkAuth, TrunkEndStatus, TrunkProtocol, TrunkRouteStatus, TrunkSpec, TrunkStatus,
 };

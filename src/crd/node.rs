@@ -9,7 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, codecs_schema, conditions_schema, default_codecs};
+use super::{Condition, NodeProvisioning, codecs_schema, conditions_schema, default_codecs};
 
 /// One Asterisk server: its numbering plan, where other nodes and the controller reach it, and
 /// its SIP/IAX2 listeners.
@@ -72,6 +72,9 @@ pub struct AsteriskNodeSpec {
     /// NAT settings of the node's PJSIP transport, for a server behind a NAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatSettings>,
+    /// What the provisioning files of the node's desk phones need, and who may fetch them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<NodeProvisioning>,
 }
 
 fn default_phone_context() -> String {

@@ -8,7 +8,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, SecretKeyRef, conditions_schema, default_true, optional_codecs_schema};
+use super::{
+    Condition, ProvisioningStatus, SecretKeyRef, conditions_schema, default_true, optional_codecs_schema,
+};
 
 /// A SIP phone homed on one node: its extension, credentials and optionally the device to provision.
 #[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -25,6 +27,12 @@ use super::{Condition, SecretKeyRef, conditions_schema, default_true, optional_c
     printcolumn(name = "Extension", type_ = "string", json_path = ".spec.extension"),
     printcolumn(name = "Registered", type_ = "boolean", json_path = ".status.registered"),
     printcolumn(name = "Contact", type_ = "string", json_path = ".status.contact", priority = 1),
+    printcolumn(
+        name = "Provisioned",
+        type_ = "date",
+        json_path = ".status.provisioning.lastFetchTime",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -91,20 +99,44 @@ fn default_max_contacts() -> u8 {
 pub struct Device {
     /// Vendor, which selects the provisioning file format.
     pub vendor: DeviceVendor,
-    /// Model, e.g. `7931G`.
+    /// Model, which selects the format where the vendor has several: Cisco 7940/7960 read the
+    /// plain-text `SIP<MAC>.cnf`, Cisco 79x1/79x2/79x5/7931/69xx/88xx `SEP<MAC>.cnf.xml`;
+    /// Yealink T19–T58/CP9x0, Polycom VVX/SoundPoint IP, Snom 3xx/7xx/8xx/D3xx/D7xx.
     #[schemars(regex(pattern = r"^[A-Za-z0-9._ -]{1,32}$"))]
     pub model: String,
-    /// MAC address, six hex pairs separated by `:` (e.g. `00:1a:2b:3c:4d:5e`).
-    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"))]
+    /// MAC address, in any common notation: `00:1a:2b:3c:4d:5e`, `00-1A-2B-3C-4D-5E`,
+    /// `001a.2b3c.4d5e` or `001a2b3c4d5e`. The file names use it in the case each vendor expects;
+    /// the agent matches names case-insensitively.
+    #[schemars(regex(
+        pattern = r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{4}\.){2}[0-9A-Fa-f]{4}$|^[0-9A-Fa-f]{12}$"
+    ))]
     pub mac: String,
 }
 
-/// Phone vendors whose provisioning format is known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// Phone vendors whose provisioning formats are rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceVendor {
-    /// Cisco SCCP/SIP desk phones (`SEP<MAC>.cnf.xml`).
+    /// Cisco SIP desk phones (`SIP<MAC>.cnf` or `SEP<MAC>.cnf.xml`).
     Cisco,
+    /// Yealink (`<mac>.cfg` and the common `y000000000000.cfg`).
+    Yealink,
+    /// Polycom/Poly UC Software (master `<mac>.cfg` and `<mac>-phone.cfg`).
+    Polycom,
+    /// Snom (`<MAC>.xml`).
+    Snom,
+}
+
+impl DeviceVendor {
+    /// The vendor as written in manifests (and in metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cisco => "cisco",
+            Self::Yealink => "yealink",
+            Self::Polycom => "polycom",
+            Self::Snom => "snom",
+        }
+    }
 }
 
 /// Observed state of a phone.
@@ -127,4 +159,7 @@ pub struct PhoneStatus {
     /// Qualify round-trip time, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roundtrip_usec: Option<u64>,
+    /// When and from where the desk phone last fetched its provisioning file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningStatus>,
 }

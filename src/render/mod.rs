@@ -14,9 +14,14 @@ mod extensions;
 mod iax;
 mod mesh;
 mod pjsip;
+pub mod provision;
 
 pub use bundle::{Bundle, BundleError, MESH_PLAN_FILE};
 pub use mesh::{MeshExport, MeshImport, MeshPlan, MeshSource};
+pub use provision::{
+    PROVISIONING_DIR, PROVISIONING_INDEX_FILE, Provisioning, ProvisioningIndex, ServedFile,
+    credential_verifier,
+};
 
 use crate::topology::Topology;
 
@@ -123,7 +128,11 @@ pub fn render(topology: &Topology, node: &str) -> Option<Bundle> {
     files.insert(IAX_FILE.to_owned(), iax::render(topology, n));
     files.insert(EXTENSIONS_FILE.to_owned(), extensions::render(topology, n));
     files.extend(iax::key_files(topology, n));
-    Some(Bundle::new(node, files, mesh::plan(topology, n)).in_namespace(&topology.namespace))
+    Some(
+        Bundle::new(node, files, mesh::plan(topology, n))
+            .in_namespace(&topology.namespace)
+            .with_provisioning(provision::render(topology, n)),
+    )
 }
 
 /// Renders every node of the topology, by node name.

@@ -86,6 +86,14 @@ pub enum Reason {
     Unreachable,
     /// A BLF target extension that no phone of the fleet has.
     UnknownTarget,
+    /// A desk phone's MAC address is not a unicast MAC address in a known notation.
+    InvalidMac,
+    /// Two desk phones of the fleet have the same MAC address.
+    DuplicateMac,
+    /// A desk phone model whose provisioning format the vendor's renderer does not write.
+    UnsupportedModel,
+    /// A desk phone on a node that says nowhere which address its phones register to.
+    NoSipServer,
     /// A name the rendered configuration already uses for something else.
     ReservedName,
 }
@@ -107,6 +115,10 @@ impl Reason {
             Self::AuthMismatch => "AuthMismatch",
             Self::Unreachable => "Unreachable",
             Self::UnknownTarget => "UnknownTarget",
+            Self::InvalidMac => "InvalidMac",
+            Self::DuplicateMac => "DuplicateMac",
+            Self::UnsupportedModel => "UnsupportedModel",
+            Self::NoSipServer => "NoSipServer",
             Self::ReservedName => "ReservedName",
         }
     }

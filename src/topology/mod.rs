@@ -9,18 +9,20 @@
 //! An invalid resource is left out with its error (and so is whatever depends on it); everything
 //! else still resolves, so one bad manifest never takes the fleet down.
 
+pub mod device;
 mod error;
 mod routing;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use device::{DeviceFormat, DeviceLine, Mac};
 pub use error::{Kind, ObjectRef, Reason, ValidationError};
 pub use routing::{Hop, Route};
 
 use crate::crd::{
-    AsteriskNode, AuthMethod, BlfSubscription, Device, IaxSettings, NatSettings, NumberingPlan, Phone,
-    SecretKeyRef, SipSettings, Trunk, TrunkProtocol,
+    AsteriskNode, AuthMethod, BlfSubscription, IaxSettings, NatSettings, NodeProvisioning, NumberingPlan,
+    Phone, SecretKeyRef, SipSettings, Trunk, TrunkProtocol,
 };
 use crate::secret::SecretValue;
 
@@ -109,6 +111,8 @@ pub struct Node {
     pub codecs: Vec<String>,
     /// NAT settings.
     pub nat: Option<NatSettings>,
+    /// What its desk phones' provisioning files need (`spec.provisioning`, or the defaults).
+    pub provisioning: NodeProvisioning,
 }
 
 impl Node {
@@ -146,7 +150,7 @@ pub struct PhoneLine {
     /// Maximum simultaneous registrations.
     pub max_contacts: u8,
     /// Desk phone to provision.
-    pub device: Option<Device>,
+    pub device: Option<DeviceLine>,
 }
 
 /// A valid Trunk with its credentials resolved.
@@ -258,6 +262,14 @@ pub fn phone_secret_ref(phone: &Phone) -> SecretKeyRef {
     phone.spec.secret_ref.clone().unwrap_or_else(|| generated_ref("phone", &name_of(&phone.metadata)))
 }
 
+/// The Secret a desk phone's provisioning password lives in: `phone-<name>.provisioning` / `secret`,
+/// generated and owned by the Phone. Its own name, not a key in `phone-<name>`: a Phone with a
+/// `secretRef` has no generated Secret to add a key to, and the controller never writes into
+/// a user's Secret. The `.` keeps it apart from every `phone-<name>` (names have no dots).
+pub fn provisioning_secret_ref(phone: &Phone) -> SecretKeyRef {
+    generated_ref("phone", &format!("{}.provisioning", name_of(&phone.metadata)))
+}
+
 /// The Secret a Trunk's credential lives in: its `auth.secretRef`, or `trunk-<name>` / `secret`.
 pub fn trunk_secret_ref(trunk: &Trunk) -> SecretKeyRef {
     trunk.spec.auth.secret_ref.clone().unwrap_or_else(|| generated_ref("trunk", &name_of(&trunk.metadata)))
@@ -341,8 +353,10 @@ pub fn plan_patterns(plan: &NumberingPlan) -> Vec<String> {
 /// never generated (make them with `astgenkey`).
 pub fn missing_secrets(resources: &ResourceSet) -> Vec<SecretKeyRef> {
     let phones = resources.phones.iter().map(phone_secret_ref);
+    let devices = resources.phones.iter().filter(|p| p.spec.device.is_some()).map(provisioning_secret_ref);
     let trunks = resources.trunks.iter().filter(|t| auth_method(t) != AuthMethod::Rsa).map(trunk_secret_ref);
     let mut missing: Vec<SecretKeyRef> = phones
+        .chain(devices)
         .chain(trunks)
         .filter(|r| resources.secrets.get(&r.name).is_none_or(|keys| !keys.contains_key(&r.key)))
         .collect();

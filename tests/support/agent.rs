@@ -60,6 +60,7 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
     node.ping_timeout = Duration::from_secs(1);
     node.poll_interval = Duration::from_secs(1);
     node.boot_timeout = Duration::from_secs(20);
+    node.provisioning_file = Some(tmp.join("provisioning.json"));
     AgentOptions {
         node,
         ami,
@@ -70,6 +71,7 @@ pub fn options_for_addr(name: &str, addr: Ipv4Addr) -> AgentOptions {
         plaintext: true,
         no_auth: true,
         mesh: None,
+        provision: Default::default(),
     }
 }
 

@@ -91,6 +91,7 @@ pub fn synthetic(nodes: usize, phones: usize, blf_targets: usize) -> ResourceSet
         phone_context: "operator-phones".into(),
         codecs: vec!["ulaw".into(), "alaw".into()],
         nat: None,
+        provisioning: None,
     };
     for i in 0..n_nodes {
         set.nodes.push(AsteriskNode::new(&format!("node-{i}"), spec_node(i)));

@@ -10,3 +10,4 @@ pub mod fake_api;
 pub mod fleet;
 pub mod mesh;
 pub mod pod;
+pub mod provision;

@@ -24,7 +24,8 @@ use crate::manifest::Manifests;
 use crate::offline;
 use crate::secret::SecretValue;
 use crate::topology::{
-    self, ResourceSet, SecretSource, SecretStore, auth_method, phone_secret_ref, trunk_secret_ref,
+    self, ResourceSet, SecretSource, SecretStore, auth_method, phone_secret_ref, provisioning_secret_ref,
+    trunk_secret_ref,
 };
 
 /// Puts the namespace's usable Secrets into `set` and generates the missing default ones.
@@ -178,13 +179,19 @@ fn missing_defaults(set: &ResourceSet) -> Vec<(SecretKeyRef, OwnerReference)> {
         .iter()
         .filter(|p| p.spec.secret_ref.is_none())
         .filter_map(|p| Some((phone_secret_ref(p), p.controller_owner_ref(&())?)));
+    // A desk phone's provisioning password: always a default Secret of its own (ADR 0006).
+    let devices = set
+        .phones
+        .iter()
+        .filter(|p| p.spec.device.is_some())
+        .filter_map(|p| Some((provisioning_secret_ref(p), p.controller_owner_ref(&())?)));
     let trunks = set
         .trunks
         .iter()
         .filter(|t| t.spec.auth.secret_ref.is_none() && auth_method(t) != AuthMethod::Rsa)
         .filter_map(|t| Some((trunk_secret_ref(t), t.controller_owner_ref(&())?)));
     let mut out: Vec<(SecretKeyRef, OwnerReference)> =
-        phones.chain(trunks).filter(|(r, _)| missing(r)).collect();
+        phones.chain(devices).chain(trunks).filter(|(r, _)| missing(r)).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.dedup_by(|a, b| a.0.name == b.0.name);
     out
@@ -253,6 +260,25 @@ mod tests {
             set.secrets["phone-reception"]["secret"].expose(),
             value,
             "used at once, not only next time"
+        );
+    }
+
+    #[test]
+    fn a_desk_phone_gets_its_own_provisioning_secret_even_with_a_secret_ref() {
+        let mut desk = phone_with_ref("a", "users-own");
+        desk.spec.device = Some(crate::crd::Device {
+            vendor: crate::crd::DeviceVendor::Yealink,
+            model: "T46S".into(),
+            mac: "80:5e:c0:00:00:01".into(),
+        });
+        let set =
+            ResourceSet { namespace: "default".into(), phones: vec![desk, phone("b")], ..Default::default() };
+        let names: Vec<(String, String)> =
+            missing_defaults(&set).into_iter().map(|(r, owner)| (r.name, owner.name)).collect();
+        // The user's own Secret is never generated; the desk phone's provisioning one is, owned by it.
+        assert_eq!(
+            names,
+            [("phone-a.provisioning".to_owned(), "a".to_owned()), ("phone-b".to_owned(), "b".to_owned())]
         );
     }
 

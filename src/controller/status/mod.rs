@@ -213,8 +213,14 @@ pub fn fleet_status(
         let name = phone.meta().name.clone().unwrap_or_default();
         let object = ObjectRef::new(Kind::Phone, ns, &name);
         let config = node_applied(&phone.spec.node);
-        let status =
-            put(&object, phone.meta().generation, ResourceStatus::Phone(PhoneStatus::default()), config);
+        let fetched = match outcomes.get(&phone.spec.node) {
+            Some(NodeOutcome::Applied { status: Some(s), .. }) => {
+                crate::agent::provisioning::phone_status(&s.provisioning_fetches, &name)
+            }
+            _ => None,
+        };
+        let phone_status = PhoneStatus { provisioning: fetched, ..PhoneStatus::default() };
+        let status = put(&object, phone.meta().generation, ResourceStatus::Phone(phone_status), config);
         out.insert(object, status);
     }
     for sub in &set.blf_subscriptions {

@@ -4,11 +4,12 @@
 //!
 //! * [`nodes`] — AsteriskNodes: fields, numbering plans that must not overlap;
 //! * [`trunks`] — Trunks: ends, auth and credentials;
-//! * [`phones`] — Phones: home node, extension, credentials;
+//! * [`phones`] — Phones: home node, extension, credentials; [`devices`] their desk phones;
 //! * [`blf`] — BlfSubscriptions: watcher and targets, the mirrors and keys they make;
 //!   and nodes no trunk path reaches.
 
 mod blf;
+mod devices;
 mod fields;
 mod nodes;
 mod phones;

@@ -25,6 +25,8 @@ pub(in crate::topology) fn nodes(list: &[AsteriskNode], report: &mut Report) -> 
         numbering(&spec.numbering, &mut r);
         listeners(spec, &mut r);
         placement(spec, &mut r);
+        let provisioning = spec.provisioning.clone().unwrap_or_default();
+        super::devices::check_node(&mut r, &provisioning);
         if !r.clean() {
             continue;
         }
@@ -57,6 +59,7 @@ pub(in crate::topology) fn nodes(list: &[AsteriskNode], report: &mut Report) -> 
                 phone_context: spec.phone_context.clone(),
                 codecs: spec.codecs.clone(),
                 nat: spec.nat.clone(),
+                provisioning,
             },
         );
     }

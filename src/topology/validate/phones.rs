@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use super::fields::{check_codecs, is_digits, is_name, secret_value};
 use super::{Report, candidates};
 use crate::crd::Phone;
-use crate::topology::{Kind, Node, PhoneLine, Reason, ResourceSet, phone_secret_ref, plan_patterns};
+use crate::topology::{
+    Kind, Node, PhoneLine, Reason, ResourceSet, phone_secret_ref, plan_patterns, provisioning_secret_ref,
+};
 
 /// The valid phones by name.
 pub(in crate::topology) fn phones(
@@ -18,6 +20,7 @@ pub(in crate::topology) fn phones(
 ) -> BTreeMap<String, PhoneLine> {
     let mut phones = BTreeMap::new();
     let mut by_extension: BTreeMap<String, String> = BTreeMap::new();
+    let mut by_mac = BTreeMap::new();
     for (name, phone) in candidates(Kind::Phone, list, report) {
         let spec = &phone.spec;
         let mut r = report.on(Kind::Phone, &name);
@@ -89,6 +92,18 @@ pub(in crate::topology) fn phones(
         let Some(password) = secret_value(set, &mut r, "spec.secretRef", &reference, &reference.key) else {
             continue;
         };
+        let device = match &spec.device {
+            None => None,
+            Some(d) => {
+                let Some(checked) = super::devices::check(&mut r, d, node) else { continue };
+                let p = provisioning_secret_ref(phone);
+                let Some(password) = secret_value(set, &mut r, "spec.device", &p, &p.key) else { continue };
+                if !super::devices::claim_mac(&mut by_mac, &mut r, checked.mac) {
+                    continue;
+                }
+                Some(checked.with_password(password))
+            }
+        };
         by_extension.insert(spec.extension.clone(), name.clone());
         phones.insert(
             name.clone(),
@@ -102,7 +117,7 @@ pub(in crate::topology) fn phones(
                 codecs: spec.codecs.clone().unwrap_or_else(|| node.codecs.clone()),
                 voicemail: spec.voicemail.clone(),
                 max_contacts: spec.max_contacts,
-                device: spec.device.clone(),
+                device,
             },
         );
     }
