@@ -64,5 +64,5 @@ RUN groupadd --system --gid 200 asterisk \
 COPY --from=binary /out/asterisk-operator /usr/local/bin/asterisk-operator
 USER 200:200
 # SIP and IAX2 (the node's spec.sip/spec.iax ports), the agent's gRPC, HTTP and mesh.
-EXPOSE 5060/udp 4569/udp 7443/tcp 9090/tcp 7444/tcp
+EXPOSE 5060/udp 4569/udp 7443/tcp 9090/tcp 7444/tcp 6970/tcp
 CMD ["/usr/sbin/asterisk", "-f", "-n", "-C", "/etc/asterisk/asterisk.conf"]

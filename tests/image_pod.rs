@@ -43,7 +43,7 @@ const NODES: [&str; 2] = ["office-a", "office-b"];
 
 /// Two managed nodes on the pods' addresses, an IAX2 trunk between them, a phone on each, and
 /// office-b's phone watching office-a's (so office-b's agent mirrors 3001 over the mesh).
-fn fleet_yaml(image: &str, a: Ipv4Addr, b: Ipv4Addr) -> String {
+fn fleet_yaml(image: &str, a: Ipv4Addr, b: Ipv4Addr, phones_net: Ipv4Addr) -> String {
     format!(
         r#"
 apiVersion: asterisk.operator.dev/v1alpha1
@@ -53,6 +53,7 @@ spec:
   numbering: {{prefixes: ["3"], length: 4}}
   address: {a}
   managed: {{image: "{image}"}}
+  provisioning: {{allowedNetworks: ["{phones_net}/32"]}}
 ---
 apiVersion: asterisk.operator.dev/v1alpha1
 kind: AsteriskNode
@@ -70,7 +71,11 @@ spec: {{protocol: iax2, ends: [office-a, office-b], auth: {{method: md5}}}}
 apiVersion: asterisk.operator.dev/v1alpha1
 kind: Phone
 metadata: {{name: reception}}
-spec: {{node: office-a, extension: "3001", displayName: Reception}}
+spec:
+  node: office-a
+  extension: "3001"
+  displayName: Reception
+  device: {{vendor: yealink, model: T46S, mac: "80:5E:C0:AA:30:01"}}
 ---
 apiVersion: asterisk.operator.dev/v1alpha1
 kind: Phone
@@ -270,8 +275,12 @@ fn managed_pods_from_the_real_image_take_bundles_mirror_lamps_and_survive_their_
     let network = Network::create();
     let ips: BTreeMap<&str, Ipv4Addr> =
         NODES.iter().zip([10, 11]).map(|(n, i)| (*n, network.address(i))).collect();
-    let resources =
-        fleet::with_test_secrets(fleet::parse(&fleet_yaml(&image.tag, ips["office-a"], ips["office-b"])));
+    let resources = fleet::with_test_secrets(fleet::parse(&fleet_yaml(
+        &image.tag,
+        ips["office-a"],
+        ips["office-b"],
+        network.gateway,
+    )));
     let resolution = topology::resolve(&resources);
     assert_eq!(resolution.errors, vec![]);
     let bundles = render::render_all(&resolution.topology);
@@ -336,6 +345,12 @@ fn managed_pods_from_the_real_image_take_bundles_mirror_lamps_and_survive_their_
     for pod in pods.values() {
         wait_http(pod, "/readyz", 200, Duration::from_secs(10));
     }
+
+    // The desk phone's file, from the pod's provisioning port (what its Service publishes),
+    // byte-identical to the rendered one; the host stands in for the phones' network.
+    let served = get(SocketAddr::from((a.ip, asterisk_operator::provision::HTTP_PORT)), "/805ec0aa3001.cfg");
+    let rendered = &fleet_.bundles["office-a"].provisioning.files["805ec0aa3001.cfg"];
+    assert_eq!(served, (200, rendered.clone()), "the Yealink file served by office-a's pod");
 
     // AMI inside each pod shows the node's endpoints: its phone and the trunk to the other.
     let endpoints = |pod: &RunningPod| -> Vec<String> {

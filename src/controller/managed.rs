@@ -62,6 +62,9 @@ pub mod paths {
     pub const LOGS: &str = "/var/log/asterisk";
     /// Asterisk's control socket and pid file (emptyDir).
     pub const RUN: &str = "/run/asterisk";
+    /// The agent's own state: the provisioning files it serves, kept across agent restarts
+    /// (emptyDir; not under the config folder, which Asterisk reads).
+    pub const STATE: &str = "/var/lib/asterisk-operator";
     /// The node's Secret, read-only files.
     pub const SECRET: &str = "/run/secrets/asterisk-operator";
     /// The operator binary in the image.
@@ -173,7 +176,8 @@ fn port(name: &str, port: u16, protocol: &str) -> ServicePort {
     }
 }
 
-/// The headless Service of a managed node: stable DNS for pod 0, gRPC, metrics and mesh ports.
+/// The headless Service of a managed node: stable DNS for pod 0, gRPC, metrics, mesh and
+/// phone-provisioning (HTTP) ports.
 /// Not-ready addresses are published, so the controller can still push a fixed bundle to an
 /// agent whose last apply failed (which makes the pod not ready).
 pub fn service(node: &AsteriskNode, settings: &ManagedSettings) -> Result<Service, ManagedError> {
@@ -188,6 +192,7 @@ pub fn service(node: &AsteriskNode, settings: &ManagedSettings) -> Result<Servic
                 port("grpc", MANAGED_GRPC_PORT, "TCP"),
                 port("metrics", HTTP_PORT, "TCP"),
                 port("mesh", MESH_PORT, "TCP"),
+                port("provisioning", crate::provision::HTTP_PORT, "TCP"),
             ]),
             ..ServiceSpec::default()
         }),
@@ -375,6 +380,12 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
         &secret_file(MESH_CERT_KEY),
         "--mesh-key",
         &secret_file(MESH_KEY_KEY),
+        // Desk phones fetch their files over HTTP, which crosses the Service; TFTP does not (it
+        // answers from a new port, which NAT drops) and needs port 69: docs/provisioning.md.
+        "--provision-http",
+        &format!("0.0.0.0:{}", crate::provision::HTTP_PORT),
+        "--provisioning-file",
+        &format!("{}/provisioning.json", paths::STATE),
     ]
     .map(String::from)
     .to_vec();
@@ -387,9 +398,16 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
             container_port("grpc", MANAGED_GRPC_PORT, "TCP"),
             container_port("metrics", HTTP_PORT, "TCP"),
             container_port("mesh", MESH_PORT, "TCP"),
+            container_port("provisioning", crate::provision::HTTP_PORT, "TCP"),
         ]),
         resources: Some(agent_resources()),
-        volume_mounts: Some(vec![config, keys, mount("logs", paths::LOGS, true), secret]),
+        volume_mounts: Some(vec![
+            config,
+            keys,
+            mount("logs", paths::LOGS, true),
+            mount("state", paths::STATE, false),
+            secret,
+        ]),
         // Ready: AMI logged in and the last apply succeeded. Alive: the agent's HTTP server
         // accepts connections (whether Asterisk answers is the asterisk container's probe).
         readiness_probe: Some(http_probe("/readyz", 5, 1)),
@@ -437,6 +455,7 @@ pub fn stateful_set(node: &AsteriskNode, settings: &ManagedSettings) -> Result<S
             empty("keys"),
             empty("logs"),
             empty("run"),
+            empty("state"),
             Volume {
                 name: "secret".into(),
                 secret: Some(SecretVolumeSource {
@@ -638,7 +657,27 @@ mod tests {
             .flatten()
             .map(|p| (p.name.as_deref().unwrap(), p.container_port, p.protocol.as_deref().unwrap()))
             .collect();
-        assert_eq!(ports, [("grpc", 7443, "TCP"), ("metrics", 9090, "TCP"), ("mesh", 7444, "TCP")]);
+        assert_eq!(
+            ports,
+            [
+                ("grpc", 7443, "TCP"),
+                ("metrics", 9090, "TCP"),
+                ("mesh", 7444, "TCP"),
+                ("provisioning", 6970, "TCP")
+            ]
+        );
+        let a = args(agent);
+        let after = |flag: &str| a.iter().position(|x| *x == flag).map(|i| a[i + 1]);
+        assert_eq!(
+            after("--provision-http"),
+            Some("0.0.0.0:6970"),
+            "phones fetch over HTTP through the Service"
+        );
+        assert_eq!(
+            after("--provisioning-file"),
+            Some("/var/lib/asterisk-operator/provisioning.json"),
+            "kept outside the config folder"
+        );
         assert!(!args(agent).contains(&"--insecure"), "the managed agent serves TLS with a token");
         let ready = agent.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!((ready.path.as_deref(), &ready.port), (Some("/readyz"), &IntOrString::Int(9090)));
@@ -775,7 +814,7 @@ mod tests {
     }
 
     #[test]
-    fn service_is_headless_with_grpc_and_metrics() {
+    fn service_is_headless_with_grpc_metrics_mesh_and_provisioning() {
         let svc = service(&node(false), &settings()).unwrap();
         assert_eq!(svc.metadata.name.as_deref(), Some("asterisk-office-a"));
         let spec = svc.spec.unwrap();
@@ -789,7 +828,8 @@ mod tests {
             [
                 ("grpc".into(), 7443, "TCP".into()),
                 ("metrics".into(), 9090, "TCP".into()),
-                ("mesh".into(), 7444, "TCP".into())
+                ("mesh".into(), 7444, "TCP".into()),
+                ("provisioning".into(), 6970, "TCP".into())
             ]
         );
         assert_eq!(

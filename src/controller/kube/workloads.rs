@@ -429,7 +429,7 @@ mod tests {
             .iter()
             .map(|p| (p["name"].as_str().unwrap(), p["port"].as_i64().unwrap()))
             .collect();
-        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444)]);
+        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444), ("provisioning", 6970)]);
         let (_, _, sts) = &seen[5];
         assert_mesh_in_pod(sts, &leaf);
         assert_eq!(
@@ -510,7 +510,7 @@ mod tests {
             .iter()
             .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
             .collect();
-        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444)]);
+        assert_eq!(ports, [("grpc", 7443), ("metrics", 9090), ("mesh", 7444), ("provisioning", 6970)]);
         let text = sts.to_string();
         for line in leaf.key_pem.expose().lines().filter(|l| !l.starts_with("-----")) {
             assert!(!text.contains(line), "the mesh key stays in the Secret");
