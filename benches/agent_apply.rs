@@ -8,8 +8,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use asterisk_operator::agent::{ClientOptions, bundle_to_proto, connect};
@@ -20,10 +19,6 @@ use support::fleet::{self, on_loopback};
 
 const PHONES: usize = 1000;
 const ROUNDS: usize = 7;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -61,24 +56,8 @@ fn main() {
     let addr = addrs["office-a"];
     let ast = ag::asterisk_for_agent("office-a", addr);
     let dir = std::env::temp_dir().join(format!("ao-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ami-secret"), ag::AMI_SECRET).unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_asterisk-operator"))
-        .args(["agent", "--node", "office-a", "--insecure", "--ami-user", ag::AMI_USER])
-        .arg("--ami-addr")
-        .arg(ast.ami_addr().to_string())
-        .arg("--ami-secret-file")
-        .arg(dir.join("ami-secret"))
-        .arg("--config-dir")
-        .arg(ast.etc_dir())
-        .arg("--keys-dir")
-        .arg(ast.keys_dir())
-        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("agent binary starts");
+    let (grpc, http) = (ag::free_port(), ag::free_port());
+    let mut child = ag::agent_process(&ast, &dir, grpc, http).spawn().expect("agent binary starts");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut client = rt.block_on(async {
         let opts = ClientOptions::new(&format!("http://127.0.0.1:{grpc}"));

@@ -11,8 +11,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,6 @@ use tokio::sync::Semaphore;
 const PHONES: usize = 1000;
 const MODELS: [(&str, &str); 5] =
     [("cisco", "8845"), ("cisco", "7960"), ("yealink", "T46S"), ("polycom", "VVX 410"), ("snom", "D785")];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// (user+system CPU seconds, VmRSS KiB, VmHWM KiB) of a process.
 fn usage(pid: u32, ticks: f64) -> (f64, u64, u64) {
@@ -178,26 +174,13 @@ fn main() {
     let addr = addrs["office-a"];
     let ast = ag::asterisk_for_agent("office-a", addr);
     let dir = std::env::temp_dir().join(format!("ao-bench-prov-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ami-secret"), ag::AMI_SECRET).unwrap();
+    let free_port = ag::free_port;
     let (grpc, http, tftp_port, prov_http) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_asterisk-operator"))
-        .args(["agent", "--node", "office-a", "--insecure", "--ami-user", ag::AMI_USER])
-        .arg("--ami-addr")
-        .arg(ast.ami_addr().to_string())
-        .arg("--ami-secret-file")
-        .arg(dir.join("ami-secret"))
-        .arg("--config-dir")
-        .arg(ast.etc_dir())
-        .arg("--keys-dir")
-        .arg(ast.keys_dir())
+    let mut child = ag::agent_process(&ast, &dir, grpc, http)
         .arg("--provisioning-file")
         .arg(dir.join("provisioning.json"))
-        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
         .args(["--provision-tftp", &format!("127.0.0.1:{tftp_port}")])
         .args(["--provision-http", &format!("127.0.0.1:{prov_http}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .spawn()
         .expect("agent binary starts");
     let ticks: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().unwrap().stdout)

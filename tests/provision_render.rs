@@ -34,20 +34,13 @@ spec: {node: office-a, extension: "3001", device: {vendor: yealink, model: T46S,
 "#;
 
 fn resolve_with(extra: &str) -> Resolution {
-    topology::resolve(&fleet::with_test_secrets(fleet::parse(&format!("{BASE}\n---\n{extra}"))))
+    fleet::resolve_with(BASE, extra)
 }
 
-/// Exactly one error, on `kind/name` at `field` with `reason`; the base fleet (and desk-a's
-/// file) still there.
+/// Exactly one error (see [`fleet::single_error`]); the base fleet (and desk-a's file) still
+/// there.
 fn single_error(res: &Resolution, kind: Kind, name: &str, field: &str, reason: Reason) -> ValidationError {
-    assert_eq!(res.errors.len(), 1, "errors: {:#?}", res.errors);
-    let e = res.errors[0].clone();
-    assert_eq!(
-        (e.object.kind, e.object.name.as_str(), e.field.as_str(), e.reason),
-        (kind, name, field, reason)
-    );
-    assert!(e.to_string().starts_with(&format!("{kind} default/{name}: {field}: ")), "{e}");
-    assert!(!e.fix.is_empty());
+    let e = fleet::single_error(res, kind, name, field, reason);
     let t = &res.topology;
     assert!(t.nodes.contains_key("office-a") && t.phones.contains_key("desk-a"));
     let a = render::render(t, "office-a").unwrap();

@@ -4,8 +4,8 @@
 mod support;
 
 use asterisk_operator::render;
-use asterisk_operator::topology::{self, Kind, Reason, Resolution, ValidationError};
-use support::fleet;
+use asterisk_operator::topology::{self, Kind, Reason, Resolution};
+use support::fleet::{self, single_error};
 
 const BASE: &str = r#"
 apiVersion: asterisk.operator.dev/v1alpha1
@@ -35,21 +35,7 @@ spec: {node: office-b, extension: "4001"}
 "#;
 
 fn resolve_with(extra: &str) -> Resolution {
-    topology::resolve(&fleet::with_test_secrets(fleet::parse(&format!("{BASE}\n---\n{extra}"))))
-}
-
-/// Asserts exactly one error, on `kind/name`, at `field`, with `reason`, and a message that
-/// names the field; returns it.
-fn single_error(res: &Resolution, kind: Kind, name: &str, field: &str, reason: Reason) -> ValidationError {
-    assert_eq!(res.errors.len(), 1, "errors: {:#?}", res.errors);
-    let e = res.errors[0].clone();
-    assert_eq!((e.object.kind, e.object.name.as_str(), e.object.namespace.as_str()), (kind, name, "default"));
-    assert_eq!(e.field, field);
-    assert_eq!(e.reason, reason);
-    let text = e.to_string();
-    assert!(text.starts_with(&format!("{kind} default/{name}: {field}: ")), "{text}");
-    assert!(!e.fix.is_empty());
-    e
+    fleet::resolve_with(BASE, extra)
 }
 
 /// The base fleet still resolves and renders around the invalid resource.

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use asterisk_operator::agent::proto::ApplyResult;
@@ -14,6 +16,33 @@ use asterisk_operator::render::Bundle;
 use asterisk_operator::secret::SecretValue;
 
 use super::asterisk::Asterisk;
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The agent binary as its own process beside `asterisk` (what the benchmarks measure), on
+/// loopback without TLS or token: gRPC on `grpc`, HTTP on `http`, its AMI secret written into
+/// `dir`. Add flags, then spawn.
+pub fn agent_process(asterisk: &Asterisk, dir: &Path, grpc: u16, http: u16) -> Command {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ami-secret"), AMI_SECRET).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_asterisk-operator"));
+    cmd.args(["agent", "--node", &asterisk.name, "--insecure", "--ami-user", AMI_USER])
+        .arg("--ami-addr")
+        .arg(asterisk.ami_addr().to_string())
+        .arg("--ami-secret-file")
+        .arg(dir.join("ami-secret"))
+        .arg("--config-dir")
+        .arg(asterisk.etc_dir())
+        .arg("--keys-dir")
+        .arg(asterisk.keys_dir())
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    cmd
+}
 
 /// The AMI user the agent logs in as: the least privilege docs/agent.md recommends.
 pub const AMI_USER: &str = "asterisk-operator";

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use asterisk_operator::manifest::Manifests;
 use asterisk_operator::secret::SecretValue;
-use asterisk_operator::topology::{self, ResourceSet};
+use asterisk_operator::topology::{self, Kind, Reason, Resolution, ResourceSet, ValidationError};
 
 use super::asterisk::fresh_address;
 
@@ -32,6 +32,31 @@ pub fn with_test_secrets(mut set: ResourceSet) -> ResourceSet {
         set.secrets.entry(missing.name).or_default().insert(missing.key, value);
     }
     set
+}
+
+/// Resolves `base` and `extra` (YAML documents) together, with test secrets.
+pub fn resolve_with(base: &str, extra: &str) -> Resolution {
+    topology::resolve(&with_test_secrets(parse(&format!("{base}\n---\n{extra}"))))
+}
+
+/// Asserts exactly one error, on `kind/name` of the default namespace, at `field`, with
+/// `reason`, a message that names the field and a fix; returns it.
+pub fn single_error(
+    res: &Resolution,
+    kind: Kind,
+    name: &str,
+    field: &str,
+    reason: Reason,
+) -> ValidationError {
+    assert_eq!(res.errors.len(), 1, "errors: {:#?}", res.errors);
+    let e = res.errors[0].clone();
+    assert_eq!((e.object.kind, e.object.name.as_str(), e.object.namespace.as_str()), (kind, name, "default"));
+    assert_eq!(e.field, field);
+    assert_eq!(e.reason, reason);
+    let text = e.to_string();
+    assert!(text.starts_with(&format!("{kind} default/{name}: {field}: ")), "{text}");
+    assert!(!e.fix.is_empty());
+    e
 }
 
 /// An example under `examples/`, with test secrets.

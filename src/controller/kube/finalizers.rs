@@ -106,12 +106,11 @@ impl Finalizers {
             let places: Vec<NodePlace> = t.spec.ends.iter().map(|end| place(&ns, end)).collect();
             seen.push(self.sync_one(client, events, &*t, Kind::Trunk, &pending(&places)).await);
         }
+        let phones = stores.phones.state();
         for b in stores.blfs.state() {
             let ns = namespace_of(b.meta());
             let watcher_node = match (&b.spec.watcher.phone, &b.spec.watcher.node) {
-                (Some(phone), _) => stores
-                    .phones
-                    .state()
+                (Some(phone), _) => phones
                     .iter()
                     .find(|p| p.name_any() == *phone && namespace_of(p.meta()) == ns)
                     .map(|p| p.spec.node.clone()),

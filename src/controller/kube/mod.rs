@@ -13,10 +13,12 @@
 //!    release `finalizers`.
 //!
 //! Only the holder of the leader [`Lease`](super::leader) runs passes; its renewal runs beside
-//! them, a pass is stopped when leadership lapses, and every write is checked against it. A server without the core
-//! API (a bare apiextensions-apiserver) has no Secrets: the controller says so once and keeps
-//! secrets in `--secrets-file` (or reports `MissingSecret`); without workload APIs, managed
-//! nodes report `Managed=False` and the rest of the fleet reconciles as usual.
+//! them, a pass is stopped when leadership lapses, and every write is checked against it.
+//!
+//! A server without the core API (a bare apiextensions-apiserver) has no Secrets: the
+//! controller says so once and keeps secrets in `--secrets-file` (or reports `MissingSecret`);
+//! without workload APIs, managed nodes report `Managed=False` and the rest of the fleet
+//! reconciles as usual.
 
 mod discovery;
 mod events;
